@@ -1,0 +1,110 @@
+"""The `evalkit` command: parses, calls the stages, maps errors to exit codes (0 ok, 1 gate failed, 2 bad input)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .config import parse_list
+from .errors import EvalkitError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
+                  help="How many sampling steps, with which scheduler, are enough?")
+
+
+def _sweep_overrides(model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
+                     reference_steps, reference_scheduler, negative_prompt):
+    return dict(model=model, schedulers=parse_list(schedulers) if schedulers else None, steps=steps, seeds=seeds,
+                prompts=prompts, out=out, batch_size=batch_size, device=device, dtype=dtype, guidance=guidance,
+                size=size, reference_steps=reference_steps, reference_scheduler=reference_scheduler,
+                negative_prompt=negative_prompt)
+
+
+_CONFIG = typer.Argument(None, help="A sweep config (.toml) or, for stage commands, a run folder.")
+_MODEL = typer.Option(None, help="builtin:mixture | diffusers:ID_OR_PATH | python:MODULE:FACTORY")
+_SCHEDULERS = typer.Option(None, help="Comma-separated scheduler names (see `evalkit schedulers`).")
+_STEPS = typer.Option(None, help="Comma-separated step counts, e.g. 1,2,4,8,16.")
+_SEEDS = typer.Option(None, help="Number of seeds (0..N-1) or a comma-separated list.")
+_PROMPTS = typer.Option(None, help="Prompt file: .txt, .csv/.tsv (prompt column) or .jsonl.")
+_OUT = typer.Option(None, help="Run folder (default reports/<model>).")
+
+
+@app.command()
+def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedulers: Optional[str] = _SCHEDULERS,
+        steps: Optional[str] = _STEPS, seeds: Optional[str] = _SEEDS, prompts: Optional[str] = _PROMPTS,
+        out: Optional[str] = _OUT, batch_size: Optional[int] = typer.Option(None), device: Optional[str] = None,
+        dtype: Optional[str] = None, guidance: Optional[float] = None, size: Optional[int] = None,
+        reference_steps: Optional[int] = None, reference_scheduler: Optional[str] = None,
+        negative_prompt: Optional[str] = None, progress: bool = typer.Option(True, help="Show a progress bar.")):
+    """Render the sweep (resuming any earlier run in the same folder) and print the run folder."""
+    from .runner import run as run_sweep
+
+    result = run_sweep(config, progress=progress, **_sweep_overrides(
+        model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
+        reference_steps, reference_scheduler, negative_prompt))
+    _report(result)
+
+
+@app.command()
+def render(config: Optional[str] = _CONFIG, progress: bool = typer.Option(True, help="Show a progress bar.")):
+    """Stage 1 only, for a config file or an existing run folder."""
+    from .runner import open_run, render as render_stage
+
+    source = open_run(config) if config and Path(config).is_dir() else config
+    _report(render_stage(source, progress=progress))
+
+
+@app.command()
+def schedulers():
+    """List the scheduler registry."""
+    from .schedulers import SCHEDULERS
+
+    typer.echo(f"{'name':<22}{'display name':<24}{'diffusers class':<36}notes")
+    for spec in SCHEDULERS:
+        ok, why = spec.available()
+        notes = ", ".join(x for x in [spec.family, "stochastic" if spec.stochastic else "", spec.notes,
+                                      "" if ok else why] if x)
+        typer.echo(f"{spec.name:<22}{spec.display:<24}{spec.cls_name:<36}{notes}")
+
+
+@app.command()
+def models():
+    """List the model backends."""
+    from .models import BACKENDS
+
+    for backend in BACKENDS:
+        typer.echo(f"{backend.name:<12}{backend.usage}")
+
+
+def _report(result) -> None:
+    stats = result.stats
+    typer.echo(f"rendered {stats.rendered} new image(s); {stats.planned} planned; "
+               f"{len(result.images)} on disk for this sweep")
+    typer.echo(f"run folder: {result.dir}")
+
+
+def main() -> None:
+    """Console entry point: EvalkitError -> one line on stderr, exit 2, no traceback."""
+    try:
+        app(standalone_mode=False)
+    except EvalkitError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted: finished images are kept; rerun the same command to resume", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            sys.exit(130)
+        raise
+
+
+if __name__ == "__main__":
+    main()

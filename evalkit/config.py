@@ -1,0 +1,210 @@
+"""SweepConfig: what to render, loaded from TOML and flags, validated with one-line errors."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import EvalkitError
+
+DEFAULT_SCHEDULERS = ("euler", "euler_a", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc")
+DEFAULT_STEPS = (1, 2, 3, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50)
+DEFAULT_PROMPTS = "prompts/default.txt"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """One sweep. Every field is a TOML key of the same name; flags override the file."""
+
+    model: str = "builtin:mixture"
+    schedulers: tuple[str, ...] = DEFAULT_SCHEDULERS
+    steps: tuple[int, ...] = DEFAULT_STEPS
+    seeds: tuple[int, ...] = (0, 1, 2, 3)  # `seeds = 4` in TOML or `--seeds 4` means 0..3
+    prompts: str = DEFAULT_PROMPTS
+    out: str | None = None  # default: reports/<model name>
+    batch_size: int = 8
+    device: str = "auto"  # auto: cuda if available, else mps, else cpu
+    dtype: str = "float32"
+    guidance: float | None = None  # None: the model's own default
+    size: int | None = None  # square images; None: the model's own default
+    negative_prompt: str | None = None
+    # A common high-step reference per prompt+seed, rendered with a high-order deterministic
+    # solver: more accurate than "the same scheduler at 1000 steps" (FIELD-NOTES) and one
+    # reference per prompt+seed instead of one per scheduler. "same" = each scheduler's own.
+    reference_scheduler: str = "dpmpp_2m_karras"
+    reference_steps: int = 200
+    revision: str | None = None
+    variant: str | None = None
+    metrics: tuple[str, ...] = field(default=())  # used by the score stage
+
+    def run_dir(self) -> Path:
+        if self.out:
+            return Path(self.out)
+        return Path("reports") / _slug(self.model)
+
+    def prompts_path(self) -> Path:
+        """The prompt file; the shipped default is found from any working directory."""
+        path = Path(self.prompts).expanduser()
+        if self.prompts == DEFAULT_PROMPTS and not path.exists():
+            return PROJECT_ROOT / DEFAULT_PROMPTS
+        return path
+
+
+KEYS = [f.name for f in dataclasses.fields(SweepConfig)]
+
+
+def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> SweepConfig:
+    """Defaults < TOML file < overrides (flags). Relative paths in the file are relative to it."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        values = _read_toml(Path(path))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return make_config(values)
+
+
+def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
+    unknown = [k for k in values if k not in KEYS]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], KEYS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise EvalkitError(f"unknown key {unknown[0]!r} in {source}: {hint}valid keys are {', '.join(KEYS)}")
+    v = dict(values)
+    for name in ("schedulers", "metrics"):
+        if name in v:
+            v[name] = tuple(_str_list(name, v[name]))
+    if "steps" in v:
+        v["steps"] = tuple(sorted(set(_positive_ints("steps", v["steps"]))))
+    if "seeds" in v:
+        v["seeds"] = _seeds(v["seeds"])
+    for name in ("batch_size", "reference_steps", "size"):
+        if v.get(name) is not None:
+            v[name] = _positive_ints(name, [v[name]])[0]
+    if v.get("guidance") is not None:
+        v["guidance"] = _number("guidance", v["guidance"])
+    for name in ("model", "prompts", "out", "device", "dtype", "negative_prompt", "reference_scheduler",
+                 "revision", "variant"):
+        if v.get(name) is not None and not isinstance(v[name], str):
+            raise EvalkitError(f"{name} must be a string, got {v[name]!r}: quote it in the TOML file")
+    config = SweepConfig(**v)
+    if not config.schedulers:
+        raise EvalkitError("schedulers is empty: name at least one (see `evalkit schedulers`)")
+    if config.reference_steps <= max(config.steps):
+        raise EvalkitError(
+            f"reference_steps ({config.reference_steps}) must exceed the largest swept step count "
+            f"({max(config.steps)}): raise reference_steps or drop the largest step counts"
+        )
+    return config
+
+
+def to_toml(config: SweepConfig) -> str:
+    """The resolved config as TOML (None values are left out: they mean "model default")."""
+    lines = ["# resolved by evalkit: the exact sweep that produced this run folder"]
+    for key in KEYS:
+        value = getattr(config, key)
+        if value is None:
+            lines.append(f"# {key} = (model default)")
+        else:
+            lines.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def parse_list(text: str) -> list[str]:
+    """`a,b, c` (a flag value) -> ['a', 'b', 'c']."""
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise EvalkitError(f"config file {path} not found: pass an existing .toml file or no file for the defaults")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise EvalkitError(f"{path} is not valid TOML ({exc}): fix the syntax") from None
+    unknown = [k for k in values if k not in KEYS]
+    if unknown:
+        make_config(values, source=str(path))  # raises the unknown-key error naming the file
+    for key in ("prompts", "out"):
+        if isinstance(values.get(key), str) and not Path(values[key]).expanduser().is_absolute():
+            if not (key == "prompts" and values[key] == DEFAULT_PROMPTS):
+                values[key] = str(path.parent / values[key])
+    return values
+
+
+def _str_list(name: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        return parse_list(value)
+    if isinstance(value, (list, tuple)) and all(isinstance(x, str) for x in value):
+        return [x.strip() for x in value]
+    raise EvalkitError(f"{name} must be a list of names, got {value!r}: e.g. {name} = [\"euler\", \"ddim\"]")
+
+
+def _positive_ints(name: str, value: Any) -> list[int]:
+    items = parse_list(value) if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise EvalkitError(f"{name} must be positive integers, got {value!r}: e.g. {name} = [1, 2, 4, 8]")
+    out = []
+    for item in items:
+        try:
+            number = int(item) if isinstance(item, str) else item
+        except ValueError:
+            number = None
+        if isinstance(number, bool) or not isinstance(number, int) or number <= 0:
+            raise EvalkitError(f"{name} must be positive integers, got {item!r}: use whole numbers ≥ 1")
+        out.append(number)
+    return out
+
+
+def _seeds(value: Any) -> tuple[int, ...]:
+    """An int N means seeds 0..N-1; a list is taken as given."""
+    if isinstance(value, str) and "," not in value:
+        value = value.strip()
+    if isinstance(value, (int, str)) and not isinstance(value, bool) and str(value).lstrip("-").isdigit():
+        count = int(value)
+        if count < 1:
+            raise EvalkitError(f"seeds must be at least 1, got {count}: use --seeds 4 or seeds = [0, 1, 2, 3]")
+        return tuple(range(count))
+    items = parse_list(value) if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items:
+        raise EvalkitError(f"seeds must be a count ≥ 1 or a list of integers, got {value!r}")
+    seeds = []
+    for item in items:
+        try:
+            seed = int(item)
+        except (TypeError, ValueError):
+            raise EvalkitError(f"seeds must be integers, got {item!r}: e.g. seeds = [0, 1, 2, 3]") from None
+        if seed < 0 or isinstance(item, (bool, float)):
+            raise EvalkitError(f"seeds must be integers ≥ 0, got {item!r}")
+        seeds.append(seed)
+    if len(set(seeds)) != len(seeds):
+        raise EvalkitError(f"seeds has duplicates: {seeds}; list each seed once")
+    return tuple(seeds)
+
+
+def _number(name: str, value: Any) -> float:
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        return float(value)
+    except (TypeError, ValueError):
+        raise EvalkitError(f"{name} must be a number, got {value!r}: e.g. {name} = 7.5") from None
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in value) + "]"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{text}"'
+
+
+def _slug(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "-" for c in text.lower())
+    return "-".join(part for part in keep.split("-") if part) or "run"

@@ -1,0 +1,90 @@
+"""diffusers:ID_OR_PATH - any diffusers text-to-image pipeline, from a local folder or the HF cache.
+
+Weights resolve the standard way (`HF_HOME`, `HF_HUB_OFFLINE`); a hub id is fetched only when
+the hub is reachable and not disabled. The identity fingerprints the files (size plus the first
+and last MiB of each), so a changed checkpoint gets new job keys without hashing gigabytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from ..errors import EvalkitError
+from .base import LoadOptions, Model, torch_dtype
+
+_WEIGHT_SUFFIXES = {".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".txt", ".model"}
+
+
+def load_diffusers(target: str, options: LoadOptions) -> Model:
+    folder = _resolve_folder(target, options)
+    index = folder / "model_index.json"
+    scheduler_file = folder / "scheduler" / "scheduler_config.json"
+    if not index.is_file() or not scheduler_file.is_file():
+        raise EvalkitError(
+            f"{folder} is not a diffusers pipeline folder (needs model_index.json and scheduler/): "
+            "save one with pipe.save_pretrained(folder)"
+        )
+    dtype = torch_dtype(options.dtype)
+    identity = {
+        "backend": "diffusers",
+        "model": target,
+        "revision": options.revision,
+        "variant": options.variant,
+        "dtype": options.dtype,
+        "fingerprint": fingerprint(folder),
+    }
+    pipeline_class = json.loads(index.read_text()).get("_class_name", "?")
+
+    def load_pipeline():
+        from diffusers import DiffusionPipeline
+
+        try:
+            pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, variant=options.variant)
+        except Exception as exc:  # noqa: BLE001 - surfaced as a one-line input error
+            raise EvalkitError(f"can't load diffusers pipeline from {folder}: {type(exc).__name__}: {exc}") from None
+        pipe = pipe.to(options.device)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    return Model(
+        spec=target,
+        identity=identity | {"pipeline": pipeline_class},
+        scheduler_config=json.loads(scheduler_file.read_text()),
+        load_pipeline=load_pipeline,
+    )
+
+
+def _resolve_folder(target: str, options: LoadOptions) -> Path:
+    path = Path(target).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    if target.startswith((".", "/", "~")) or target.count("/") != 1 or os.sep != "/" and os.sep in target:
+        raise EvalkitError(f"model folder {target} not found: pass an existing folder or a hub id like org/name")
+    from diffusers import DiffusionPipeline
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    try:
+        return Path(DiffusionPipeline.download(target, revision=options.revision, variant=options.variant))
+    except Exception as exc:  # noqa: BLE001 - network, auth, missing cache: all mean "not available here"
+        cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        where = "offline (HF_HUB_OFFLINE=1)" if offline else "the hub did not answer"
+        raise EvalkitError(
+            f"model {target!r} is not in the Hugging Face cache at {cache} and {where} "
+            f"({type(exc).__name__}): on a connected machine run `hf download {target}` and copy the cache, "
+            "or pass a local pipeline folder"
+        ) from None
+
+
+def fingerprint(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for file in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES):
+        size = file.stat().st_size
+        digest.update(f"{file.relative_to(folder)}:{size}".encode())
+        with file.open("rb") as handle:
+            digest.update(handle.read(1 << 20))
+            if size > 2 << 20:
+                handle.seek(-(1 << 20), os.SEEK_END)
+                digest.update(handle.read(1 << 20))
+    return digest.hexdigest()

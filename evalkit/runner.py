@@ -1,0 +1,97 @@
+"""The stages wired together: what `evalkit run` does, importable for notebooks."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .config import SweepConfig, load_config, make_config, to_toml
+from .errors import EvalkitError
+from .models import LoadOptions, Model, load_model
+from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs
+from .prompts import load_prompts
+from .render import RenderStats, render_jobs
+from .store import RunDir, atomic_write
+
+
+@dataclass
+class Run:
+    """A run folder and the sweep it holds; tables are pandas DataFrames."""
+
+    dir: Path
+    config: SweepConfig
+    jobs: list[RenderJob]
+    stats: RenderStats
+
+    @property
+    def images(self) -> pd.DataFrame:
+        """One row per planned job (sweep and references), in plan order."""
+        table = RunDir(self.dir).read_images().set_index("key")
+        keys = [job.key for job in self.jobs if job.key in table.index]
+        return table.loc[keys].reset_index()
+
+
+def resolve_config(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None,
+                   **overrides: Any) -> SweepConfig:
+    if isinstance(config, SweepConfig):
+        return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}) \
+            if overrides else config
+    if isinstance(config, dict):
+        return make_config({**config, **{k: v for k, v in overrides.items() if v is not None}})
+    return load_config(config, **overrides)
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def load_sweep_model(config: SweepConfig) -> Model:
+    options = LoadOptions(device=resolve_device(config.device), dtype=config.dtype,
+                          revision=config.revision, variant=config.variant)
+    model = load_model(config.model, options)
+    check_sweep(config, model)
+    return model
+
+
+def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, progress: bool = False,
+           **overrides: Any) -> Run:
+    """Stage 1 for a config: plan, then render what is missing. Safe to rerun; resumes a killed run."""
+    config = resolve_config(config, **overrides)
+    prompts = load_prompts(config.prompts_path())
+    model = load_sweep_model(config)
+    run_dir = RunDir(config.run_dir())
+    run_dir.prepare()
+    with run_dir.lock():
+        resolved = dataclasses.replace(config, out=str(run_dir.path.resolve()),
+                                       prompts=str(config.prompts_path().resolve()))
+        atomic_write(run_dir.config_file, to_toml(resolved).encode())
+        jobs = plan_jobs(config, model, prompts)
+        stats = render_jobs(run_dir, model, jobs, RenderSettings.resolve(config, model),
+                            config.batch_size, progress=progress)
+    return Run(dir=run_dir.path, config=resolved, jobs=jobs, stats=stats)
+
+
+def run(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, progress: bool = False,
+        **overrides: Any) -> Run:
+    """All stages for a config. Scoring and the report are later stages; today this is rendering."""
+    return render(config, progress=progress, **overrides)
+
+
+def open_run(path: str | os.PathLike) -> SweepConfig:
+    """The config of an existing run folder (for stage commands given a folder)."""
+    folder = Path(path)
+    if not (folder / "config.toml").is_file():
+        raise EvalkitError(f"{folder} is not a run folder (no config.toml): pass a run folder or a config file")
+    return load_config(folder / "config.toml", out=str(folder))

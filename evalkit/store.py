@@ -1,0 +1,93 @@
+"""The run folder: atomic writes, the images table, and a lock against concurrent runs."""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import EvalkitError
+
+IMAGE_COLUMNS = ["key", "prompt_id", "prompt", "seed", "scheduler", "steps", "nfe", "role", "seconds",
+                 "path", "sha256", "width", "height", "flags"]
+_TMP_PREFIX = ".tmp-"
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_table(path: Path, table: pd.DataFrame) -> None:
+    atomic_write(path, table.to_parquet(index=False))
+
+
+class RunDir:
+    """A run folder: config.toml, images/, images.parquet (and later stages' tables)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.images_dir = self.path / "images"
+        self.images_table = self.path / "images.parquet"
+        self.config_file = self.path / "config.toml"
+
+    def prepare(self) -> None:
+        """Create the folder (or say why it can't be written) and clear temp files of a killed run."""
+        try:
+            self.images_dir.mkdir(parents=True, exist_ok=True)
+            probe = tempfile.NamedTemporaryFile(dir=self.path, prefix=_TMP_PREFIX)
+            probe.close()
+        except OSError as exc:
+            raise EvalkitError(
+                f"output folder {self.path} is not writable ({exc.strerror}): pass --out with a folder you can write"
+            ) from None
+        for folder in (self.path, self.images_dir):
+            for leftover in folder.glob(_TMP_PREFIX + "*"):
+                leftover.unlink(missing_ok=True)
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """An exclusive flock: the OS releases it when the holder dies, so a killed run never blocks a rerun."""
+        handle = open(self.path / ".lock", "a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "?"
+                raise EvalkitError(
+                    f"run folder {self.path} is in use by another evalkit process (pid {holder}): "
+                    "wait for it to finish or pass a different --out"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(os.getpid()))
+            handle.flush()
+            yield
+        finally:
+            handle.close()
+
+    def read_images(self) -> pd.DataFrame:
+        """Rows of images whose PNG is on disk (a row without its file is dropped and re-rendered)."""
+        if not self.images_table.exists():
+            return pd.DataFrame(columns=IMAGE_COLUMNS)
+        table = pd.read_parquet(self.images_table)
+        present = [(self.path / p).is_file() for p in table["path"]]
+        return table[present].reset_index(drop=True)
+
+    def write_images(self, table: pd.DataFrame) -> None:
+        atomic_write_table(self.images_table, table[IMAGE_COLUMNS])

@@ -1,0 +1,33 @@
+"""Shared test setup: offline Hugging Face, one torch thread, tiny model fixtures.
+
+``tests/`` is put on ``sys.path`` so tests (and code under test that imports plugins
+by module path) can ``import tiny_models`` and ``import plugins.tiny_plugin``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+# Must happen before diffusers/transformers/huggingface_hub are imported anywhere.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TESTS_DIR = Path(__file__).resolve().parent
+if str(TESTS_DIR) not in sys.path:
+    sys.path.insert(0, str(TESTS_DIR))
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# One thread: this machine's CPU timing is steady only at 1 thread (FIELD-NOTES).
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory) -> Path:
+    """A saved tiny Stable Diffusion pipeline (seed 0), written once per session."""
+    from tiny_models import save_tiny_sd
+
+    return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))

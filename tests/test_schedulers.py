@@ -1,0 +1,50 @@
+"""Scheduler registry: names people use, the right diffusers class, and refusals before rendering."""
+import diffusers
+import pytest
+
+from evalkit.errors import EvalkitError
+from evalkit.schedulers import SCHEDULERS, build_scheduler, check_compatible, config_of, get_scheduler
+
+SD_LIKE = config_of(diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+                                                     beta_end=0.012, timestep_spacing="trailing"))
+FLOW = config_of(diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0))
+
+
+def test_registry_holds_the_samplers_people_compare():
+    required = {"euler", "euler_a", "heun", "dpm2", "dpmpp_2m", "dpmpp_2m_karras", "dpmpp_sde_karras", "ddim",
+                "pndm", "unipc", "lcm", "flow_euler"}
+    assert required <= set(SCHEDULERS.names())
+
+
+@pytest.mark.parametrize("alias, name", [("DPM++ 2M Karras", "dpmpp_2m_karras"), ("Euler a", "euler_a"),
+                                         ("euler-a", "euler_a"), ("UniPC", "unipc")])
+def test_display_names_resolve(alias, name):
+    assert get_scheduler(alias).name == name
+
+
+def test_built_scheduler_keeps_the_model_schedule_and_sets_the_solver():
+    scheduler = build_scheduler(get_scheduler("dpmpp_2m_karras"), SD_LIKE)
+    assert type(scheduler) is diffusers.DPMSolverMultistepScheduler
+    assert scheduler.config.use_karras_sigmas is True
+    assert scheduler.config.timestep_spacing == "trailing"
+    assert scheduler.config.beta_schedule == "scaled_linear"
+    plain = build_scheduler(get_scheduler("dpmpp_2m"), dict(scheduler.config))
+    assert plain.config.use_karras_sigmas is False
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(EvalkitError, match="unknown scheduler 'dpmpp2m': did you mean 'dpmpp_2m'"):
+        get_scheduler("dpmpp2m")
+
+
+def test_family_mismatch_is_refused_both_ways():
+    with pytest.raises(EvalkitError, match="scheduler 'flow_euler' \\(flow\\) can't sample m \\(ddpm model\\)"):
+        check_compatible(get_scheduler("flow_euler"), SD_LIKE, "m", [4])
+    with pytest.raises(EvalkitError, match="can't sample f \\(flow model\\): choose flow_euler"):
+        check_compatible(get_scheduler("euler"), FLOW, "f", [4])
+    check_compatible(get_scheduler("flow_euler"), FLOW, "f", [1, 4, 50])
+
+
+def test_a_step_count_the_scheduler_refuses_is_an_error_before_rendering():
+    with pytest.raises(EvalkitError, match="scheduler 'lcm' refuses 60 steps"):
+        check_compatible(get_scheduler("lcm"), SD_LIKE, "m", [4, 60])
