@@ -88,22 +88,22 @@ def _report(result) -> None:
 def main() -> None:
     """Console entry point: EvalkitError -> one line on stderr, exit 2, no traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except EvalkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted: finished images are kept; rerun the same command to resume", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:
+        # usage errors from typer's (vendored) click: they know how to show themselves and their exit code
+        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if type(exc).__name__ == "Abort":
             sys.exit(130)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 
 from ..errors import EvalkitError
@@ -41,7 +42,9 @@ def load_diffusers(target: str, options: LoadOptions) -> Model:
         from diffusers import DiffusionPipeline
 
         try:
-            pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, variant=options.variant)
+            with warnings.catch_warnings():  # diffusers >= 0.42 renames torch_dtype to dtype; older ones lack dtype
+                warnings.simplefilter("ignore", FutureWarning)
+                pipe = DiffusionPipeline.from_pretrained(folder, torch_dtype=dtype, variant=options.variant)
         except Exception as exc:  # noqa: BLE001 - surfaced as a one-line input error
             raise EvalkitError(f"can't load diffusers pipeline from {folder}: {type(exc).__name__}: {exc}") from None
         pipe = pipe.to(options.device)
@@ -63,8 +66,11 @@ def _resolve_folder(target: str, options: LoadOptions) -> Path:
     if target.startswith((".", "/", "~")) or target.count("/") != 1 or os.sep != "/" and os.sep in target:
         raise EvalkitError(f"model folder {target} not found: pass an existing folder or a hub id like org/name")
     from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # its "couldn't connect" warning would repeat our one-line error
     try:
         return Path(DiffusionPipeline.download(target, revision=options.revision, variant=options.variant))
     except Exception as exc:  # noqa: BLE001 - network, auth, missing cache: all mean "not available here"
@@ -75,6 +81,8 @@ def _resolve_folder(target: str, options: LoadOptions) -> Path:
             f"({type(exc).__name__}): on a connected machine run `hf download {target}` and copy the cache, "
             "or pass a local pipeline folder"
         ) from None
+    finally:
+        diffusers_logging.set_verbosity(verbosity)
 
 
 def fingerprint(folder: Path) -> str:
