@@ -11,6 +11,7 @@ import io
 import itertools
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -59,25 +60,40 @@ def render_jobs(run: RunDir, model: Model, jobs: list[RenderJob], settings: Rend
     stats = RenderStats(planned=len(jobs), rendered=0, seconds=0.0, pipeline_seconds=0.0)
     if not todo:
         return stats
-    rows = table.to_dict("records")
+    saved = [table]  # the table so far; the writer appends one frame per batch
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="img", desc="render", disable=not progress,
                dynamic_ncols=True)
     start = time.perf_counter()
     counter = CallCounter(model.denoiser)
+    # One writer thread saves batch i (PNG encoding, fsync, table rewrite) while batch i+1 renders;
+    # it runs saves in order, so the table never lists an image whose PNG is not yet on disk.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-writer")
+    pending: Future | None = None
     try:
         for batch in _batches(todo, batch_size):
             images, nfe, seconds = _call_pipeline(model, batch, settings, counter)
             stats.pipeline_seconds += seconds
-            for job, image in zip(batch, images):
-                rows.append(_save_image(run, job, image, nfe, seconds / len(batch)))
-            run.write_images(pd.DataFrame(rows, columns=IMAGE_COLUMNS))
+            if pending is not None:
+                pending.result()  # surface a failed save now; keeps at most one batch in flight
+            pending = writer.submit(_save_batch, run, batch, images, nfe, seconds, saved)
             stats.rendered += len(batch)
             bar.update(len(batch))
+        if pending is not None:
+            pending.result()
     finally:
+        writer.shutdown(wait=True)  # on Ctrl-C too: a rendered batch is still saved
         counter.close()
         bar.close()
     stats.seconds = time.perf_counter() - start
     return stats
+
+
+def _save_batch(run: RunDir, batch: list[RenderJob], images: list[Any], nfe: int, seconds: float,
+                saved: list[pd.DataFrame]) -> None:
+    rows = [_save_image(run, job, image, nfe, seconds / len(batch)) for job, image in zip(batch, images)]
+    new = pd.DataFrame(rows, columns=IMAGE_COLUMNS)
+    saved[0] = new if saved[0].empty else pd.concat([saved[0], new], ignore_index=True)
+    run.write_images(saved[0])
 
 
 def _batches(jobs: list[RenderJob], size: int) -> Iterator[list[RenderJob]]:
