@@ -12,15 +12,12 @@ def load_builtin(target: str, options: LoadOptions) -> Model:
         raise EvalkitError(f"unknown built-in model {target!r}: use one of {', '.join('builtin:' + b for b in BUILTINS)}")
     from . import mixture
 
-    def load_pipeline():
-        pipe = mixture.mixture_pipeline()
-        return pipe.to(options.device) if hasattr(pipe, "to") else pipe
-
+    # The exact model is numpy float64 on the CPU whatever --device says: it needs no accelerator.
     return Model(
         spec=f"builtin:{target}",
-        identity={"backend": "builtin", "model": target, "version": getattr(mixture, "VERSION", "1")},
-        scheduler_config=dict(mixture.SCHEDULER_CONFIG),
-        load_pipeline=load_pipeline,
+        identity={"backend": "builtin", "model": target, "version": mixture.VERSION},
+        scheduler_config={"_class_name": "EulerDiscreteScheduler", **mixture.SCHEDULER_CONFIG},
+        load_pipeline=mixture.mixture_pipeline,
         default_guidance=1.0,
         default_size=64,
     )
