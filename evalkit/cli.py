@@ -15,8 +15,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 
 
 def _sweep_overrides(model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
-                     reference_steps, reference_scheduler, negative_prompt):
+                     reference_steps, reference_scheduler, negative_prompt, metrics):
     return dict(model=model, schedulers=parse_list(schedulers) if schedulers else None, steps=steps, seeds=seeds,
+                metrics=parse_list(metrics) if metrics else None,
                 prompts=prompts, out=out, batch_size=batch_size, device=device, dtype=dtype, guidance=guidance,
                 size=size, reference_steps=reference_steps, reference_scheduler=reference_scheduler,
                 negative_prompt=negative_prompt)
@@ -37,13 +38,15 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
         out: Optional[str] = _OUT, batch_size: Optional[int] = typer.Option(None), device: Optional[str] = None,
         dtype: Optional[str] = None, guidance: Optional[float] = None, size: Optional[int] = None,
         reference_steps: Optional[int] = None, reference_scheduler: Optional[str] = None,
-        negative_prompt: Optional[str] = None, progress: bool = typer.Option(True, help="Show a progress bar.")):
-    """Render the sweep (resuming any earlier run in the same folder) and print the run folder."""
+        negative_prompt: Optional[str] = None,
+        metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics (default: all; `evalkit metrics`)."),
+        progress: bool = typer.Option(True, help="Show a progress bar.")):
+    """Render the sweep (resuming any earlier run in the same folder), score it, print the run folder."""
     from .runner import run as run_sweep
 
     result = run_sweep(config, progress=progress, **_sweep_overrides(
         model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
-        reference_steps, reference_scheduler, negative_prompt))
+        reference_steps, reference_scheduler, negative_prompt, metrics))
     _report(result)
 
 
@@ -54,6 +57,30 @@ def render(config: Optional[str] = _CONFIG, progress: bool = typer.Option(True, 
 
     source = open_run(config) if config and Path(config).is_dir() else config
     _report(render_stage(source, progress=progress))
+
+
+@app.command()
+def score(config: Optional[str] = _CONFIG):
+    """Stage 2 only (renders anything missing first), for a config file or an existing run folder."""
+    from .runner import open_run, score as score_stage
+
+    source = open_run(config) if config and Path(config).is_dir() else config
+    _report(score_stage(source))
+
+
+@app.command()
+def metrics():
+    """List the metrics registry."""
+    from .metrics import METRICS
+    from .metrics.base import MetricOptions
+
+    for spec in METRICS:
+        missing = spec.missing_weights(MetricOptions())
+        state = "ready" if not missing else "missing weights: " + "; ".join(f"{w.path()} (fetch: {w.fetch})"
+                                                                            for w in missing)
+        better = "higher is better" if spec.higher_is_better else "lower is better"
+        typer.echo(f"{spec.name:<12}{spec.inputs:<17}{spec.kind:<13}{better:<18}{spec.backbone}")
+        typer.echo(f"{'':<12}preprocessing: {spec.preprocessing}; {state}")
 
 
 @app.command()
@@ -82,6 +109,11 @@ def _report(result) -> None:
     stats = result.stats
     typer.echo(f"rendered {stats.rendered} new image(s); {stats.planned} planned; "
                f"{len(result.images)} on disk for this sweep")
+    if result.score is not None:
+        computed = ", ".join(f"{name} {count}" for name, count in result.score.computed.items())
+        typer.echo(f"scored new images: {computed or 'none'}")
+        for name, why in result.score.skipped.items():
+            typer.echo(f"skipped {name}: {why}")
     typer.echo(f"run folder: {result.dir}")
 
 

@@ -27,6 +27,12 @@ class Registry(Generic[T]):
             self._lookup[_fold(alias)] = name
         return spec
 
+    def remove(self, name: str) -> None:
+        """Unregister `name` and its aliases (plugins and tests that register temporarily)."""
+        spec = self._specs.pop(name)
+        for alias in (name, *self._aliases_of(spec)):
+            self._lookup.pop(_fold(alias), None)
+
     def get(self, name: str) -> T:
         canonical = self._lookup.get(_fold(name))
         if canonical is None:

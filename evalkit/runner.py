@@ -11,10 +11,14 @@ import pandas as pd
 
 from .config import SweepConfig, load_config, make_config, to_toml
 from .errors import EvalkitError
+from .metrics import METRICS
+from .metrics.base import MetricOptions
 from .models import LoadOptions, Model, load_model
 from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs
 from .prompts import load_prompts
 from .render import RenderStats, render_jobs
+from .score import ScoreResult, score_images
+from .summary import summarize_scores, write_summary
 from .store import RunDir, atomic_write
 
 
@@ -26,6 +30,15 @@ class Run:
     config: SweepConfig
     jobs: list[RenderJob]
     stats: RenderStats
+    score: ScoreResult | None = None
+
+    @property
+    def scores(self) -> pd.DataFrame:
+        return pd.read_parquet(self.dir / "scores.parquet")
+
+    @property
+    def set_scores(self) -> pd.DataFrame:
+        return pd.read_parquet(self.dir / "set_scores.parquet")
 
     @property
     def images(self) -> pd.DataFrame:
@@ -69,6 +82,8 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
            **overrides: Any) -> Run:
     """Stage 1 for a config: plan, then render what is missing. Safe to rerun; resumes a killed run."""
     config = resolve_config(config, **overrides)
+    for name in config.metrics:
+        METRICS.get(name)  # an unknown metric fails before anything renders
     prompts = load_prompts(config.prompts_path())
     model = load_sweep_model(config)
     run_dir = RunDir(config.run_dir())
@@ -83,10 +98,28 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
     return Run(dir=run_dir.path, config=resolved, jobs=jobs, stats=stats)
 
 
+def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, rendered: Run | None = None,
+          **overrides: Any) -> Run:
+    """Stage 2 for a rendered sweep: per-image scores, aggregates with CIs, summary.json."""
+    result = rendered or render(config, **overrides)
+    config = result.config
+    run_dir = RunDir(result.dir)
+    names = list(config.metrics) or METRICS.names()
+    device = resolve_device(config.device)
+    options = MetricOptions(device=device, batch_size=config.batch_size)
+    with run_dir.lock():
+        images = result.images
+        outcome = score_images(run_dir, images, config, names, options)
+        summarize_scores(run_dir, images, outcome)
+        write_summary(run_dir, config, device, outcome, extra={"render": dataclasses.asdict(result.stats)})
+    result.score = outcome
+    return result
+
+
 def run(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, progress: bool = False,
         **overrides: Any) -> Run:
-    """All stages for a config. Scoring and the report are later stages; today this is rendering."""
-    return render(config, progress=progress, **overrides)
+    """All stages for a config: render what is missing, then score. (The HTML report is a later stage.)"""
+    return score(rendered=render(config, progress=progress, **overrides))
 
 
 def open_run(path: str | os.PathLike) -> SweepConfig:

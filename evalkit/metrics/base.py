@@ -1,0 +1,81 @@
+"""The metric contract: a spec that tells the truth about its inputs and weights, and a scorer.
+
+Scorers receive images as uint8 tensors (B, 3, H, W) exactly as stored in the PNGs; each scorer
+owns its preprocessing (range, resize, normalisation) and names it in its spec, because a score
+is only comparable with scores computed the same way.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+IMAGE_PROMPT, IMAGE_REFERENCE, SET = "image+prompt", "image+reference", "set"
+CONVERGENCE, ALIGNMENT, REALISM = "convergence", "alignment", "realism"
+
+
+@dataclass(frozen=True)
+class WeightFile:
+    """A file a backbone needs, where its library's own loader looks for it, and how to fetch it."""
+
+    description: str
+    path: Callable[[], Path]  # resolved at call time: honours TORCH_HOME / HF_HOME set later
+    fetch: str  # the exact command or URL to get it on a connected machine
+
+    def found(self) -> bool:
+        return self.path().is_file()
+
+
+@dataclass(frozen=True)
+class MetricOptions:
+    device: str = "cpu"
+    batch_size: int = 16
+    backbone: str | None = None  # None: the metric's documented default
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str
+    inputs: str  # IMAGE_PROMPT | IMAGE_REFERENCE | SET
+    kind: str  # CONVERGENCE (to the high-step reference) | ALIGNMENT | REALISM
+    higher_is_better: bool
+    backbone: str
+    preprocessing: str
+    build: Callable[[MetricOptions], Any] = field(repr=False)
+    weights: Callable[[MetricOptions], Sequence[WeightFile]] = field(default=lambda options: (), repr=False)
+
+    def missing_weights(self, options: MetricOptions) -> list[WeightFile]:
+        return [w for w in self.weights(options) if not w.found()]
+
+
+class PairScorer(Protocol):
+    """image+reference: one value per (image, reference) pair."""
+
+    def score(self, images: torch.Tensor, references: torch.Tensor) -> torch.Tensor: ...
+
+
+class PromptScorer(Protocol):
+    """image+prompt: one value per (image, prompt) pair."""
+
+    def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor: ...
+
+
+class SetScorer(Protocol):
+    """set: per-image features (cacheable), then one value per pair of feature sets."""
+
+    def features(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def compare(self, features: torch.Tensor, reference_features: torch.Tensor) -> float: ...
+
+
+def torch_home() -> Path:
+    """Where torch.hub (torchvision, lpips backbones, torch-fidelity Inception) keeps checkpoints."""
+    return Path(os.environ.get("TORCH_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch").expanduser()
+
+
+def hub_checkpoint(filename: str) -> Path:
+    return torch_home() / "hub" / "checkpoints" / filename

@@ -1,0 +1,45 @@
+"""Weight-free convergence metrics to the same-seed high-step reference: SSIM and PSNR (torchmetrics)."""
+from __future__ import annotations
+
+import torch
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+from . import register
+from .base import CONVERGENCE, IMAGE_REFERENCE, MetricOptions, MetricSpec
+
+# Identical images have infinite PSNR; a cap keeps means and intervals finite. 100 dB is an MSE of
+# 1e-10 in [0, 1] units, far below one uint8 step (PSNR of a single 1/255 error everywhere: 48 dB).
+PSNR_CAP_DB = 100.0
+
+
+def _unit_float(images: torch.Tensor) -> torch.Tensor:
+    return images.to(torch.float64) / 255.0
+
+
+class SSIM:
+    def score(self, images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        return structural_similarity_index_measure(
+            _unit_float(images), _unit_float(references), data_range=1.0, reduction="none"
+        ).to(torch.float64)
+
+
+class PSNR:
+    def score(self, images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+        value = peak_signal_noise_ratio(
+            _unit_float(images), _unit_float(references), data_range=1.0, reduction="none", dim=(1, 2, 3)
+        )
+        return value.clamp(max=PSNR_CAP_DB).to(torch.float64)
+
+
+register(MetricSpec(
+    name="ssim", inputs=IMAGE_REFERENCE, kind=CONVERGENCE, higher_is_better=True,
+    backbone="none (torchmetrics SSIM: gaussian window 11, sigma 1.5, k1 0.01, k2 0.03)",
+    preprocessing="uint8 -> float [0, 1], data_range 1, no resize",
+    build=lambda options: SSIM(),
+))
+register(MetricSpec(
+    name="psnr", inputs=IMAGE_REFERENCE, kind=CONVERGENCE, higher_is_better=True,
+    backbone="none (torchmetrics PSNR per image)",
+    preprocessing=f"uint8 -> float [0, 1], data_range 1, no resize; capped at {PSNR_CAP_DB:g} dB",
+    build=lambda options: PSNR(),
+))
