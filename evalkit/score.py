@@ -6,6 +6,8 @@ backbone or preprocessing changes (both are recorded in summary.json).
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ class ScoreResult:
     computed: dict[str, int] = field(default_factory=dict)  # metric -> images scored by this call
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> why, and how to fetch its weights
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> spec facts for summary.json
+    set_scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # set metric -> scheduler, steps, value, n
 
 
 def with_references(images: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
@@ -59,7 +62,8 @@ def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, metric_
                 f"{w.description} at {w.path()} (fetch: {w.fetch})" for w in missing)
             continue
         if spec.inputs == SET:
-            continue  # set metrics are computed from cached features by the summary stage
+            result.set_scores[name], result.computed[name] = _set_metric(spec, run, images, options)
+            continue
         cached = cache.get(name)
         if cached is None or cached["facts"] != facts:
             cached = {"facts": facts, "values": {}}
@@ -80,6 +84,36 @@ def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, metric_
     result.scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
     atomic_write_table(run.path / "scores.parquet", result.scores)
     return result
+
+
+def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame,
+                options: MetricOptions) -> tuple[pd.DataFrame, int]:
+    """Each (scheduler, steps) column's image set vs the set of references, from cached features."""
+    scorer = None
+    folder = run.path / "cache" / "features" / _digest(spec.features or spec.backbone + "\n" + spec.preprocessing)
+    folder.mkdir(parents=True, exist_ok=True)
+    todo = images[[not (folder / f"{sha}.npy").is_file() for sha in images.sha256]].drop_duplicates("sha256")
+    for chunk in _chunks(todo, options.batch_size):
+        scorer = scorer or spec.build(options)
+        with torch.no_grad():
+            features = scorer.features(load_images(run, chunk.path)).double().cpu().numpy()
+        for sha, row in zip(chunk.sha256, features):
+            buffer = io.BytesIO()
+            np.save(buffer, row)
+            atomic_write(folder / f"{sha}.npy", buffer.getvalue())
+    scorer = scorer or spec.build(options)
+
+    def features_of(rows: pd.DataFrame) -> torch.Tensor:
+        return torch.from_numpy(np.stack([np.load(folder / f"{sha}.npy") for sha in rows.sha256]))
+
+    reference = features_of(images[images.role == REFERENCE])
+    table = [(scheduler, steps, scorer.compare(features_of(group), reference), len(group))
+             for (scheduler, steps), group in images[images.role == SWEEP].groupby(["scheduler", "steps"])]
+    return pd.DataFrame(table, columns=["scheduler", "steps", "value", "n"]), len(todo)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _inputs_for(spec: MetricSpec, images: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,11 @@ def summarize_scores(run: RunDir, images: pd.DataFrame, result: ScoreResult) -> 
         table = pd.DataFrame(columns=SET_SCORE_COLUMNS)
     else:
         table = bootstrap_means(values[["prompt_id", "seed", "scheduler", "steps", "metric", "value"]])
+    # Set metrics (FID/KID) carry n but no interval yet: a per-column bootstrap of a 2048-d Fréchet
+    # distance costs seconds per replicate; their CI columns are NaN until that is made affordable.
+    sets = [frame.assign(metric=name, ci_low=float("nan"), ci_high=float("nan"))
+            for name, frame in result.set_scores.items()]
+    table = pd.concat([t for t in [table, *sets] if not t.empty], ignore_index=True) if sets else table
     atomic_write_table(run.path / "set_scores.parquet", table[SET_SCORE_COLUMNS])
     return table
 

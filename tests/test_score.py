@@ -93,3 +93,21 @@ def test_a_metric_without_weights_is_skipped_with_the_fetch_command(tmp_path, pr
     assert str(missing) in run.score.skipped["needs_weights"] and "curl -o weights.pth" in run.score.skipped["needs_weights"]
     summary = json.loads((run.dir / "summary.json").read_text())
     assert "missing weights" in summary["skipped_metrics"]["needs_weights"]
+
+
+def test_lpips_and_fid_run_through_the_stage_from_cached_weights_and_features(tmp_path, prompts, monkeypatch):
+    from fake_weights import write_alexnet, write_inception_fid
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    write_alexnet(tmp_path / "torch")
+    write_inception_fid(tmp_path / "torch")
+    small = dict(schedulers=["euler"], steps=[2, 8], seeds=2, metrics=["lpips", "fid", "kid"])
+    run = sweep(tmp_path, prompts, **small)
+    assert run.score.skipped == {}
+    assert run.score.computed == {"lpips": 8, "fid": 12, "kid": 0}  # kid reuses fid's cached Inception features
+    table = run.set_scores.set_index(["metric", "steps"])
+    assert set(table.loc["fid"].n) == {4} and set(table.loc["lpips"].n) == {4}
+    assert table.loc[("lpips", 8), "value"] < table.loc[("lpips", 2), "value"]  # closer to the reference
+    again = sweep(tmp_path, prompts, **small)
+    assert again.score.computed == {"lpips": 0, "fid": 0, "kid": 0}  # no backbone call on a rerun
+    assert again.set_scores.equals(run.set_scores)

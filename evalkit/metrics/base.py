@@ -47,6 +47,8 @@ class MetricSpec:
     preprocessing: str
     build: Callable[[MetricOptions], Any] = field(repr=False)
     weights: Callable[[MetricOptions], Sequence[WeightFile]] = field(default=lambda options: (), repr=False)
+    # set metrics: what identifies their per-image features; metrics that share it share the feature cache
+    features: str = ""
 
     def missing_weights(self, options: MetricOptions) -> list[WeightFile]:
         return [w for w in self.weights(options) if not w.found()]

@@ -1,0 +1,270 @@
+"""FID and KID: set-level realism from Inception-v3 pool features (torchmetrics + torch-fidelity).
+
+Backbone: torchmetrics' ``NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"])``, a
+subclass of torch-fidelity's ``FeatureExtractorInceptionV3`` (the TF "2015-12-05" FID Inception ported
+to PyTorch). It is what ``torchmetrics.image.fid.FrechetInceptionDistance(feature=2048)`` builds. Its
+constructor loads ``torch.hub.load_state_dict_from_url(URL_INCEPTION_V3)``, i.e. the file
+``$TORCH_HOME/hub/checkpoints/weights-inception-2015-12-05-6726825d.pth`` (downloaded if missing, so
+``build`` refuses to run without it). torch-fidelity must be installed (``pip install torch-fidelity``,
+or ``torchmetrics[image]``): torchmetrics' Inception is a subclass of its class.
+
+Preprocessing (checked in torchmetrics/image/fid.py ``NoTrainInceptionV3._torch_fidelity_forward``):
+the input must be uint8 (B, 3, H, W) in [0, 255] (it asserts the dtype); it is cast to float32,
+resized to 299x299 with ``torch.nn.functional.interpolate(mode="bilinear", align_corners=False,
+antialias=True)`` (torchmetrics' default ``antialias=True``; torch-fidelity's own forward uses a
+TF1-compatible bilinear without antialiasing instead, and clean-fid uses PIL bicubic: the three give
+different FIDs), then mapped to [-1, 1) with ``(x - 128) / 128``. Features: the 2048-d average-pool
+output, returned here as float64.
+
+Comparison uses torchmetrics' own code on precomputed features: the feature sets are fed to
+``FrechetInceptionDistance`` / ``KernelInceptionDistance`` built around an identity "feature
+extractor", so their ``update``/``compute`` (running sums in float64, unbiased covariance,
+``_compute_fid`` via eigenvalues of sigma1 @ sigma2; KID's polynomial-kernel unbiased MMD^2 over
+random subsets) are used unchanged.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import EvalkitError
+from . import register
+from .base import REALISM, SET, MetricOptions, MetricSpec, WeightFile, hub_checkpoint
+
+FEATURE_DIM = 2048
+INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + INCEPTION_FILE
+ANTIALIAS = True  # torchmetrics' default for FrechetInceptionDistance / NoTrainInceptionV3
+
+# FID is biased at small n (the bias depends on the model: Chong & Forsyth); the original authors ask
+# for at least 2048 samples (also the feature dimension: below it the covariance is rank-deficient)
+# and recommend 10k+. Below this, report FID with a warning and prefer KID.
+FID_MIN_N = 2048
+
+
+def fid_small_n_warning(n: int) -> str | None:
+    """The caveat to print next to an FID computed from ``n`` images, or None when n >= FID_MIN_N."""
+    if n >= FID_MIN_N:
+        return None
+    return (f"FID from {n} images (< {FID_MIN_N}): biased upwards at small n, and the bias depends on the model; "
+            "compare only at equal n, prefer KID")
+
+# KID as in torchmetrics: polynomial kernel k(x, y) = (gamma <x, y> + coef) ** degree, gamma = 1 / d.
+KID_DEGREE, KID_COEF = 3, 1.0
+KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # torchmetrics' defaults
+KID_SEED = 0  # subsets are drawn with torch.randperm under this seed, so compare() is deterministic
+
+BACKBONE = "inception-v3-compat (torch-fidelity FID weights, via torchmetrics NoTrainInceptionV3), 2048-d pool features"
+PREPROCESSING = (
+    "uint8 [0, 255] given as is to torchmetrics NoTrainInceptionV3: cast to float32, resized to 299x299 by "
+    "torch bilinear (align_corners=False, antialias=True), then (x - 128) / 128"
+)
+
+
+def inception_weights(options: MetricOptions | None = None) -> list[WeightFile]:
+    return [
+        WeightFile(
+            description="FID Inception-v3 (TF 2015-12-05 port, torch-fidelity)",
+            path=lambda: hub_checkpoint(INCEPTION_FILE),
+            fetch=(
+                f"curl -L --create-dirs -o \"${{TORCH_HOME:-$HOME/.cache/torch}}/hub/checkpoints/{INCEPTION_FILE}\" "
+                f"{INCEPTION_URL}"
+            ),
+        )
+    ]
+
+
+def _require_weights(weights: list[WeightFile], metric: str) -> None:
+    """Refuse to build when a file is missing: the library's loader would otherwise download it."""
+    missing = [w for w in weights if not w.found()]
+    if missing:
+        where = "; ".join(f"{w.description} at {w.path()} (fetch: {w.fetch})" for w in missing)
+        raise EvalkitError(f"{metric}: missing weights, evalkit never downloads: {where}")
+
+
+class _Precomputed(torch.nn.Module):
+    """Identity "feature extractor" so torchmetrics' metrics accept features computed earlier."""
+
+    def __init__(self, num_features: int):
+        super().__init__()
+        self.num_features = num_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def _as_features(features: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+    f = torch.as_tensor(features).detach().to("cpu", torch.float64)
+    if f.dim() != 2:
+        raise ValueError(f"{name}: expected (N, D) features, got shape {tuple(f.shape)}")
+    if f.shape[0] < 2:
+        raise ValueError(f"{name}: need at least 2 feature vectors, got {f.shape[0]}")
+    return f
+
+
+class InceptionFeatures:
+    """Shared feature extractor: uint8 images -> (B, 2048) float64 Inception pool features."""
+
+    metric_name = "inception"
+
+    def __init__(self, options: MetricOptions):
+        from torchmetrics.image.fid import NoTrainInceptionV3
+
+        if options.backbone not in (None, "inception", "inception-v3-compat"):
+            raise EvalkitError(f"{self.metric_name}: only the inception-v3-compat backbone is supported, got {options.backbone!r}")
+        _require_weights(inception_weights(options), self.metric_name)
+        self.device = torch.device(options.device)
+        self.batch_size = max(1, int(options.batch_size))
+        # Loaded once, through torch-fidelity's own path (torch.hub cache under TORCH_HOME).
+        self.model = NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(FEATURE_DIM)], antialias=ANTIALIAS)
+        self.model.eval().requires_grad_(False).to(self.device)
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8:
+            raise TypeError(f"{self.metric_name}: expects uint8 images as stored in PNGs, got {images.dtype}")
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"{self.metric_name}: expected (B, 3, H, W) images, got {tuple(images.shape)}")
+        out = [
+            self.model(images[start : start + self.batch_size].to(self.device)).to("cpu", torch.float64)
+            for start in range(0, images.shape[0], self.batch_size)
+        ]
+        return torch.cat(out) if out else torch.zeros(0, FEATURE_DIM, dtype=torch.float64)
+
+
+class FIDScorer(InceptionFeatures):
+    """set: Fréchet distance between Gaussian fits of two feature sets (torchmetrics' compute)."""
+
+    metric_name = "fid"
+
+    def compare(self, features: torch.Tensor, reference_features: torch.Tensor) -> float:
+        return frechet_distance(features, reference_features)
+
+
+class KIDScorer(InceptionFeatures):
+    """set: KID, the unbiased polynomial-kernel MMD^2 (torchmetrics' compute), mean over subsets."""
+
+    metric_name = "kid"
+
+    def __init__(self, options: MetricOptions, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE):
+        super().__init__(options)
+        self.subsets, self.subset_size = subsets, subset_size
+
+    def compare(self, features: torch.Tensor, reference_features: torch.Tensor) -> float:
+        return kernel_distance(features, reference_features, self.subsets, self.subset_size)[0]
+
+
+def frechet_distance(features: torch.Tensor, reference_features: torch.Tensor) -> float:
+    """FID between two feature sets via torchmetrics' ``FrechetInceptionDistance`` states."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+
+    fake, real = _as_features(features, "features"), _as_features(reference_features, "reference_features")
+    if fake.shape[1] != real.shape[1]:
+        raise ValueError(f"feature dimensions differ: {fake.shape[1]} vs {real.shape[1]}")
+    metric = FrechetInceptionDistance(feature=_Precomputed(fake.shape[1]))
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    return float(metric.compute())
+
+
+def kernel_distance(
+    features: torch.Tensor,
+    reference_features: torch.Tensor,
+    subsets: int = KID_SUBSETS,
+    subset_size: int = KID_SUBSET_SIZE,
+    seed: int = KID_SEED,
+) -> tuple[float, float]:
+    """(mean, std) of KID over subsets via torchmetrics' ``KernelInceptionDistance``.
+
+    torchmetrics raises when a set is smaller than ``subset_size``; here ``subset_size`` is capped at the
+    smaller set's size (with equal sizes every subset is then the whole set, so the value is the
+    full-sample unbiased MMD^2 and std is 0). Subsets are drawn under ``seed`` (global RNG restored).
+    """
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    fake, real = _as_features(features, "features"), _as_features(reference_features, "reference_features")
+    size = min(subset_size, fake.shape[0], real.shape[0])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
+        metric = KernelInceptionDistance(
+            feature=_Precomputed(fake.shape[1]), subsets=subsets, subset_size=size, degree=KID_DEGREE, coef=KID_COEF
+        )
+    metric.update(real, real=True)
+    metric.update(fake, real=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        mean, std = metric.compute()
+    return float(mean), float(std)
+
+
+def feature_stats(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mu, sigma) of a feature set as torchmetrics and pytorch-fid define them (unbiased covariance)."""
+    f = _as_features(features, "features").numpy()
+    return f.mean(axis=0), np.cov(f, rowvar=False)
+
+
+def load_npz_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Precomputed statistics in the pytorch-fid / clean-fid ``.npz`` format (keys ``mu``, ``sigma``).
+
+    Only comparable with our features if they were computed with the same Inception weights *and* the
+    same resize: clean-fid's stats use PIL bicubic resizing, pytorch-fid's torch bilinear without
+    antialiasing; ours use torchmetrics' antialiased bilinear (see PREPROCESSING).
+    """
+    with np.load(path) as data:
+        missing = {"mu", "sigma"} - set(data.files)
+        if missing:
+            raise EvalkitError(f"{path}: not FID statistics, missing key(s) {sorted(missing)} (has {data.files})")
+        mu, sigma = np.asarray(data["mu"], dtype=np.float64), np.asarray(data["sigma"], dtype=np.float64)
+    if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
+        raise EvalkitError(f"{path}: mu {mu.shape} / sigma {sigma.shape} are not a mean and its covariance")
+    return mu, sigma
+
+
+def fid_from_stats(features: torch.Tensor | np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
+    """FID of a feature set against precomputed (mu, sigma), with torchmetrics' ``_compute_fid``.
+
+    torchmetrics' metric can only take features, not moments, so this calls its (private) formula helper
+    directly on the set's mean and unbiased covariance, computed as its ``compute`` does.
+    """
+    from torchmetrics.image.fid import _compute_fid
+
+    mu_f, sigma_f = feature_stats(features)
+    mu_r, sigma_r = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
+    if mu_r.shape != mu_f.shape or sigma_r.shape != sigma_f.shape:
+        raise ValueError(f"stats shapes {mu_r.shape}/{sigma_r.shape} do not match features of dim {mu_f.shape[0]}")
+    value = _compute_fid(
+        torch.from_numpy(mu_r), torch.from_numpy(sigma_r), torch.from_numpy(mu_f), torch.from_numpy(sigma_f)
+    )
+    return float(value)
+
+
+FID_SPEC = register(
+    MetricSpec(
+        name="fid",
+        inputs=SET,
+        kind=REALISM,
+        higher_is_better=False,
+        backbone=BACKBONE,
+        preprocessing=PREPROCESSING,
+        features=BACKBONE + "\n" + PREPROCESSING,
+        build=FIDScorer,
+        weights=inception_weights,
+    )
+)
+KID_SPEC = register(
+    MetricSpec(
+        name="kid",
+        inputs=SET,
+        kind=REALISM,
+        higher_is_better=False,
+        backbone=BACKBONE + f"; poly kernel degree {KID_DEGREE}, gamma 1/d, coef {KID_COEF:g}",
+        features=BACKBONE + "\n" + PREPROCESSING,
+        preprocessing=PREPROCESSING
+        + f"; {KID_SUBSETS} subsets of min({KID_SUBSET_SIZE}, n) drawn with seed {KID_SEED}",
+        build=KIDScorer,
+        weights=inception_weights,
+    )
+)
