@@ -84,6 +84,33 @@ def metrics():
 
 
 @app.command()
+def doctor():
+    """Environment, devices, and per metric: the weight files it needs, where it looked, found or missing."""
+    import os
+
+    import torch
+
+    from .metrics import METRICS
+    from .metrics.base import MetricOptions, torch_home
+    from .summary import versions
+
+    for name, version in versions().items():
+        typer.echo(f"{name:<16}{version}")
+    typer.echo(f"{'cuda':<16}{torch.cuda.is_available()} ({torch.cuda.device_count()} device(s))")
+    typer.echo(f"{'TORCH_HOME':<16}{torch_home()}")
+    typer.echo(f"{'HF_HOME':<16}{os.environ.get('HF_HOME', '~/.cache/huggingface (default)')}")
+    typer.echo(f"{'HF_HUB_OFFLINE':<16}{os.environ.get('HF_HUB_OFFLINE', '(unset)')}")
+    for spec in METRICS:
+        files = spec.weights(MetricOptions())
+        typer.echo(f"\n{spec.name}: {'ready' if all(w.found() for w in files) else 'SKIPPED (missing weights)'}"
+                   f"{'' if files else ' (needs no weights)'}")
+        for w in files:
+            typer.echo(f"  {'found  ' if w.found() else 'missing'} {w.description}: {w.path()}")
+            if not w.found():
+                typer.echo(f"          fetch: {w.fetch}")
+
+
+@app.command()
 def schedulers():
     """List the scheduler registry."""
     from .schedulers import SCHEDULERS
@@ -114,6 +141,8 @@ def _report(result) -> None:
         typer.echo(f"scored new images: {computed or 'none'}")
         for name, why in result.score.skipped.items():
             typer.echo(f"skipped {name}: {why}")
+        for warning in result.score.warnings:
+            typer.echo(f"warning: {warning}")
     typer.echo(f"run folder: {result.dir}")
 
 

@@ -40,7 +40,12 @@ class SweepConfig:
     reference_steps: int = 200
     revision: str | None = None
     variant: str | None = None
-    metrics: tuple[str, ...] = field(default=())  # used by the score stage
+    metrics: tuple[str, ...] = field(default=())  # score stage; () = every registered metric
+    # metric -> backbone, e.g. {lpips = "vgg", clip_score = "ViT-L-14/openai"}; unset = the metric's default
+    backbones: dict[str, str] = field(default_factory=dict)
+    # what FID/KID compare each (scheduler, steps) set with: "references" (the high-step references),
+    # a folder of real images, or an .npz with mu/sigma (FID only)
+    fid_reference: str = "references"
 
     def run_dir(self) -> Path:
         if self.out:
@@ -84,10 +89,12 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
     for name in ("batch_size", "reference_steps", "size"):
         if v.get(name) is not None:
             v[name] = _positive_ints(name, [v[name]])[0]
+    if "backbones" in v:
+        v["backbones"] = _backbones(v["backbones"])
     if v.get("guidance") is not None:
         v["guidance"] = _number("guidance", v["guidance"])
     for name in ("model", "prompts", "out", "device", "dtype", "negative_prompt", "reference_scheduler",
-                 "revision", "variant"):
+                 "revision", "variant", "fid_reference"):
         if v.get(name) is not None and not isinstance(v[name], str):
             raise EvalkitError(f"{name} must be a string, got {v[name]!r}: quote it in the TOML file")
     config = SweepConfig(**v)
@@ -128,7 +135,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     unknown = [k for k in values if k not in KEYS]
     if unknown:
         make_config(values, source=str(path))  # raises the unknown-key error naming the file
-    for key in ("prompts", "out"):
+    for key in ("prompts", "out", "fid_reference"):
+        if key == "fid_reference" and values.get(key) == "references":
+            continue
         if isinstance(values.get(key), str) and not Path(values[key]).expanduser().is_absolute():
             if not (key == "prompts" and values[key] == DEFAULT_PROMPTS):
                 values[key] = str(path.parent / values[key])
@@ -185,6 +194,19 @@ def _seeds(value: Any) -> tuple[int, ...]:
     return tuple(seeds)
 
 
+def _backbones(value: Any) -> dict[str, str]:
+    """A TOML table, or `metric=backbone,metric=backbone` from a flag."""
+    if isinstance(value, str):
+        pairs = [part.partition("=") for part in parse_list(value)]
+        if any(not sep or not k.strip() or not b.strip() for k, sep, b in pairs):
+            raise EvalkitError(f"backbones must be metric=backbone pairs, got {value!r}: e.g. lpips=vgg")
+        value = {k.strip(): b.strip() for k, _, b in pairs}
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(b, str) for k, b in value.items()):
+        raise EvalkitError(f"backbones must map metric names to backbone strings, got {value!r}: "
+                           'e.g. backbones = { lpips = "vgg" }')
+    return dict(value)
+
+
 def _number(name: str, value: Any) -> float:
     try:
         if isinstance(value, bool):
@@ -201,6 +223,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_toml_value(k)} = {_toml_value(v)}" for k, v in value.items()) + "}"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
     return f'"{text}"'
 

@@ -12,7 +12,6 @@ import pandas as pd
 from .config import SweepConfig, load_config, make_config, to_toml
 from .errors import EvalkitError
 from .metrics import METRICS
-from .metrics.base import MetricOptions
 from .models import LoadOptions, Model, load_model
 from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs
 from .prompts import load_prompts
@@ -106,12 +105,13 @@ def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None
     run_dir = RunDir(result.dir)
     names = list(config.metrics) or METRICS.names()
     device = resolve_device(config.device)
-    options = MetricOptions(device=device, batch_size=config.batch_size)
     with run_dir.lock():
         images = result.images
-        outcome = score_images(run_dir, images, config, names, options)
-        summarize_scores(run_dir, images, outcome)
-        write_summary(run_dir, config, device, outcome, extra={"render": dataclasses.asdict(result.stats)})
+        outcome = score_images(run_dir, images, config, names, device, config.batch_size)
+        table = summarize_scores(run_dir, images, config, outcome)
+        summary = write_summary(run_dir, config, device, outcome, table,
+                                extra={"render": dataclasses.asdict(result.stats)})
+    outcome.warnings = summary["warnings"]
     result.score = outcome
     return result
 

@@ -1,16 +1,18 @@
-"""Stage 2: per-image scores (long table) for every metric whose weights are present; skips say why.
+"""Stage 2: per-image scores (long table) and set scores for every metric whose weights are present.
 
-Per-image values are cached in scores.parquet by (key, metric): a rerun computes nothing, and new
-step counts or seeds score only their new images. A metric's cached rows are dropped when its
-backbone or preprocessing changes (both are recorded in summary.json).
+Everything computed is cached by content: per-image values by (image sha256, reference sha256 or
+prompt) under a file named for the metric's backbone + preprocessing, set-metric features by image
+sha256 under a folder named for the feature extractor. A rerun computes nothing; new step counts
+or seeds compute only their new images; a change of backbone starts a new cache.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,124 +21,186 @@ import torch
 from PIL import Image
 
 from .config import SweepConfig
+from .errors import EvalkitError
 from .metrics import METRICS
 from .metrics.base import IMAGE_PROMPT, IMAGE_REFERENCE, SET, MetricOptions, MetricSpec
 from .plan import REFERENCE, SWEEP, reference_scheduler
 from .store import RunDir, atomic_write, atomic_write_table
 
 SCORE_COLUMNS = ["key", "metric", "value"]
-CHECKPOINT_EVERY = 50  # batches between cache writes
+CHECKPOINT_EVERY = 50  # batches between cache writes: an interrupted stage resumes from there
+SET_BOOTSTRAP = 200  # replicates for set-metric intervals (each replicate recomputes FID/KID)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
 @dataclass
 class ScoreResult:
     scores: pd.DataFrame  # key, metric, value for the images of this sweep
-    computed: dict[str, int] = field(default_factory=dict)  # metric -> images scored by this call
+    set_scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # set metric -> per-column rows
+    computed: dict[str, int] = field(default_factory=dict)  # metric -> backbone inputs computed by this call
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> why, and how to fetch its weights
-    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> spec facts for summary.json
-    set_scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # set metric -> scheduler, steps, value, n
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> facts for summary.json
+    warnings: list[str] = field(default_factory=list)  # filled by the summary: small n, stochastic samplers
+
+
+def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: list[str], device: str,
+                 batch_size: int) -> ScoreResult:
+    result = ScoreResult(scores=pd.DataFrame(columns=SCORE_COLUMNS))
+    pairs = with_references(images, config)
+    frames = []
+    for name in names:
+        spec = METRICS.get(name)
+        options = MetricOptions(device=device, batch_size=batch_size, backbone=config.backbones.get(name))
+        result.metrics[name] = {"inputs": spec.inputs, "kind": spec.kind, "higher_is_better": spec.higher_is_better,
+                                "backbone": options.backbone or spec.backbone, "preprocessing": spec.preprocessing}
+        missing = spec.missing_weights(options)
+        if missing:
+            result.skipped[name] = "missing weights: " + "; ".join(
+                f"{w.description} at {w.path()} (fetch: {w.fetch})" for w in missing)
+        elif spec.inputs == SET:
+            outcome = _set_metric(spec, run, images, config, options)
+            if isinstance(outcome, str):
+                result.skipped[name] = outcome
+            else:
+                result.set_scores[name], result.computed[name] = outcome
+        else:
+            frame, result.computed[name] = _image_metric(spec, run, images, pairs, options, result.metrics[name])
+            frames.append(frame)
+    result.scores = pd.concat(frames, ignore_index=True) if frames else result.scores
+    atomic_write_table(run.path / "scores.parquet", result.scores[SCORE_COLUMNS])
+    return result
 
 
 def with_references(images: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
-    """Sweep rows with `reference_key`/`reference_path`: the same prompt+seed's high-step image."""
-    refs = images[images.role == REFERENCE][["prompt_id", "seed", "scheduler", "key", "path"]]
-    refs = refs.rename(columns={"scheduler": "reference_scheduler", "key": "reference_key", "path": "reference_path"})
+    """Sweep rows with `reference_key/path/sha256`: the same prompt+seed's high-step image."""
+    refs = images[images.role == REFERENCE][["prompt_id", "seed", "scheduler", "key", "path", "sha256"]]
+    refs = refs.rename(columns={"scheduler": "reference_scheduler", "key": "reference_key", "path": "reference_path",
+                                "sha256": "reference_sha256"})
     sweep = images[images.role == SWEEP].copy()
     sweep["reference_scheduler"] = [reference_scheduler(config, s) for s in sweep.scheduler]
     return sweep.merge(refs, on=["prompt_id", "seed", "reference_scheduler"], how="left")
 
 
-def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, metric_names: list[str],
-                 options: MetricOptions) -> ScoreResult:
-    cache = _read_cache(run)
-    result = ScoreResult(scores=pd.DataFrame(columns=SCORE_COLUMNS))
-    pairs = with_references(images, config)
-    for name in metric_names:
-        spec = METRICS.get(name)
-        facts = {"inputs": spec.inputs, "kind": spec.kind, "higher_is_better": spec.higher_is_better,
-                 "backbone": spec.backbone, "preprocessing": spec.preprocessing}
-        result.metrics[name] = facts
-        missing = spec.missing_weights(options)
-        if missing:
-            result.skipped[name] = "missing weights: " + "; ".join(
-                f"{w.description} at {w.path()} (fetch: {w.fetch})" for w in missing)
-            continue
-        if spec.inputs == SET:
-            result.set_scores[name], result.computed[name] = _set_metric(spec, run, images, options)
-            continue
-        cached = cache.get(name)
-        if cached is None or cached["facts"] != facts:
-            cached = {"facts": facts, "values": {}}
-            cache[name] = cached
-        todo = _inputs_for(spec, images, pairs)
-        todo = todo[~todo.key.isin(cached["values"].keys())]
-        if len(todo):
-            scorer = spec.build(options)
-            for i, chunk in enumerate(_chunks(todo, options.batch_size), start=1):
-                values = _score_chunk(spec, scorer, run, chunk)
-                cached["values"].update(zip(chunk.key, values))
-                if i % CHECKPOINT_EVERY == 0:  # an interrupted score stage resumes from here
-                    _write_cache(run, cache)
-            _write_cache(run, cache)
-        result.computed[name] = len(todo)
-    rows = [(key, name, value) for name, entry in cache.items() if name in result.computed
-            for key, value in entry["values"].items() if key in set(images.key)]
-    result.scores = pd.DataFrame(rows, columns=SCORE_COLUMNS)
-    atomic_write_table(run.path / "scores.parquet", result.scores)
-    return result
-
-
-def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame,
-                options: MetricOptions) -> tuple[pd.DataFrame, int]:
-    """Each (scheduler, steps) column's image set vs the set of references, from cached features."""
-    scorer = None
-    folder = run.path / "cache" / "features" / _digest(spec.features or spec.backbone + "\n" + spec.preprocessing)
-    folder.mkdir(parents=True, exist_ok=True)
-    todo = images[[not (folder / f"{sha}.npy").is_file() for sha in images.sha256]].drop_duplicates("sha256")
-    for chunk in _chunks(todo, options.batch_size):
-        scorer = scorer or spec.build(options)
-        with torch.no_grad():
-            features = scorer.features(load_images(run, chunk.path)).double().cpu().numpy()
-        for sha, row in zip(chunk.sha256, features):
-            buffer = io.BytesIO()
-            np.save(buffer, row)
-            atomic_write(folder / f"{sha}.npy", buffer.getvalue())
-    scorer = scorer or spec.build(options)
-
-    def features_of(rows: pd.DataFrame) -> torch.Tensor:
-        return torch.from_numpy(np.stack([np.load(folder / f"{sha}.npy") for sha in rows.sha256]))
-
-    reference = features_of(images[images.role == REFERENCE])
-    table = [(scheduler, steps, scorer.compare(features_of(group), reference), len(group))
-             for (scheduler, steps), group in images[images.role == SWEEP].groupby(["scheduler", "steps"])]
-    return pd.DataFrame(table, columns=["scheduler", "steps", "value", "n"]), len(todo)
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _inputs_for(spec: MetricSpec, images: pd.DataFrame, pairs: pd.DataFrame) -> pd.DataFrame:
+def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd.DataFrame, options: MetricOptions,
+                  facts: dict[str, Any]) -> tuple[pd.DataFrame, int]:
+    """Per-image values, computed only for contents not in the cache; the backbone is built only if needed."""
     if spec.inputs == IMAGE_REFERENCE:
-        return pairs.dropna(subset=["reference_key"])
-    if spec.inputs == IMAGE_PROMPT:
-        return images
-    raise ValueError(f"metric {spec.name}: unsupported inputs {spec.inputs!r}")
+        rows = pairs.dropna(subset=["reference_key"]).copy()
+        rows["content"] = rows.sha256 + ":" + rows.reference_sha256
+    elif spec.inputs == IMAGE_PROMPT:
+        rows = images.copy()
+        rows["content"] = [f"{sha}:{_digest(prompt)}" for sha, prompt in zip(rows.sha256, rows.prompt)]
+    else:
+        raise ValueError(f"metric {spec.name}: unsupported inputs {spec.inputs!r}")
+    cache_file = run.path / "cache" / "scores" / f"{spec.name}-{_digest(json.dumps(facts, sort_keys=True))}.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    todo = rows[~rows.content.isin(cache.keys())].drop_duplicates("content")
+    scorer = spec.build(options) if len(todo) else None
+    for i, chunk in enumerate(_chunks(todo, options.batch_size), start=1):
+        with torch.no_grad():
+            batch = load_images(run.path / p for p in chunk.path)
+            if spec.inputs == IMAGE_REFERENCE:
+                values = scorer.score(batch, load_images(run.path / p for p in chunk.reference_path))
+            else:
+                values = scorer.score(batch, list(chunk.prompt))
+        cache.update(zip(chunk.content, (float(v) for v in values)))
+        if i % CHECKPOINT_EVERY == 0:
+            _write_json(cache_file, cache)
+    if len(todo):
+        _write_json(cache_file, cache)
+    frame = pd.DataFrame({"key": rows.key.to_numpy(), "metric": spec.name, "value": rows.content.map(cache).to_numpy()})
+    return frame, len(todo)
 
 
-def _score_chunk(spec: MetricSpec, scorer: Any, run: RunDir, chunk: pd.DataFrame) -> list[float]:
-    batch = load_images(run, chunk.path)
-    with torch.no_grad():
-        if spec.inputs == IMAGE_REFERENCE:
-            values = scorer.score(batch, load_images(run, chunk.reference_path))
-        else:
-            values = scorer.score(batch, list(chunk.prompt))
-    return [float(v) for v in values]
+def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: SweepConfig,
+                options: MetricOptions) -> tuple[pd.DataFrame, int] | str:
+    """Each (scheduler, steps) image set vs the target set, with a paired bootstrap over (prompt, seed) units."""
+    target = config.fid_reference
+    store = FeatureStore(run.path / "cache" / "features" / _digest(spec.features or spec.backbone + spec.preprocessing))
+    sweep = images[images.role == SWEEP].sort_values(["prompt_id", "seed"])
+    references = images[images.role == REFERENCE].sort_values(["prompt_id", "seed"])
+    files = [(sha, run.path / p) for sha, p in zip(sweep.sha256, sweep.path)]
+    stats = fixed = None
+    if target == "references":
+        files += [(sha, run.path / p) for sha, p in zip(references.sha256, references.path)]
+    elif Path(target).suffix == ".npz":
+        if spec.compare_stats is None:
+            return f"{spec.name} needs images, not statistics: fid_reference is {target}"
+        from .metrics.fid import load_npz_stats, stats_sqrt
+
+        mu, sigma = load_npz_stats(target)
+        stats = (mu, sigma, stats_sqrt(sigma))
+    else:
+        folder = [(p.read_bytes(), p) for p in sorted(Path(target).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES] \
+            if Path(target).is_dir() else []
+        if len(folder) < 2:
+            raise EvalkitError(f"fid_reference {target} is not 'references', an .npz with mu/sigma, or a folder "
+                               "with at least 2 images: point it at one of those")
+        files += [(hashlib.sha256(data).hexdigest(), path) for data, path in folder]
+    computed = store.compute(spec, options, files)
+    if target != "references" and stats is None:
+        fixed = store.load([sha for sha, _ in files[len(sweep):]])
+    reference = references.groupby(["prompt_id", "seed"]).sha256.first()
+
+    def distance(features: np.ndarray, ref: np.ndarray | None) -> float:
+        if stats is not None:
+            return spec.compare_stats(features, stats[0], stats[1], stats[2])
+        return spec.compare(features, fixed if ref is None else ref)
+
+    rng = np.random.default_rng(0)
+    units = sweep[["prompt_id", "seed"]].drop_duplicates().apply(tuple, axis=1).tolist()
+    draws = rng.integers(0, len(units), size=(SET_BOOTSTRAP, len(units)))  # shared by every column: paired
+    rows = []
+    for (scheduler, steps), column in sweep.groupby(["scheduler", "steps"], sort=True):
+        column = column.set_index(["prompt_id", "seed"]).reindex(units).dropna(subset=["sha256"])
+        features = store.load(column.sha256)
+        ref = store.load(reference.loc[column.index]) if target == "references" else None
+        complete = len(column) == len(units)
+        picks = draws if complete else rng.integers(0, len(column), size=(SET_BOOTSTRAP, len(column)))
+        replicates = [distance(features[p], None if ref is None else ref[p]) for p in picks]
+        low, high = np.nanquantile(replicates, [0.025, 0.975])
+        rows.append((scheduler, steps, distance(features, ref), low, high, len(column)))
+    return pd.DataFrame(rows, columns=["scheduler", "steps", "value", "ci_low", "ci_high", "n"]), computed
 
 
-def load_images(run: RunDir, paths) -> torch.Tensor:
-    """PNGs -> uint8 (B, 3, H, W), as stored; metrics own their preprocessing."""
-    arrays = [np.asarray(Image.open(run.path / p).convert("RGB")) for p in paths]
+class FeatureStore:
+    """Set-metric features, one .npy per image content hash, for one feature extractor."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, sha: str) -> Path:
+        return self.folder / f"{sha}.npy"
+
+    def compute(self, spec: MetricSpec, options: MetricOptions, files: list[tuple[str, Path]]) -> int:
+        """Features for the files not yet stored; images of different sizes go in separate batches."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        todo = {sha: path for sha, path in files if not self.path(sha).is_file()}
+        if not todo:
+            return 0
+        scorer = spec.build(options)
+        by_size: dict[tuple[int, int], list[tuple[str, Path]]] = {}
+        for sha, path in todo.items():
+            with Image.open(path) as image:
+                by_size.setdefault(image.size, []).append((sha, path))
+        for group in by_size.values():
+            for start in range(0, len(group), options.batch_size):
+                chunk = group[start:start + options.batch_size]
+                with torch.no_grad():
+                    features = scorer.features(load_images(p for _, p in chunk))
+                for (sha, _), row in zip(chunk, features.double().cpu().numpy()):
+                    buffer = io.BytesIO()
+                    np.save(buffer, row)
+                    atomic_write(self.path(sha), buffer.getvalue())
+        return len(todo)
+
+    def load(self, shas) -> np.ndarray:
+        return np.stack([np.load(self.path(sha)) for sha in shas])
+
+
+def load_images(paths: Iterable[Path]) -> torch.Tensor:
+    """Image files -> uint8 (B, 3, H, W), as stored; metrics own their preprocessing."""
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
@@ -145,16 +209,10 @@ def _chunks(table: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
         yield table.iloc[start:start + size]
 
 
-def _cache_file(run: RunDir):
-    return run.path / "cache" / "scores.json"
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _read_cache(run: RunDir) -> dict[str, Any]:
-    path = _cache_file(run)
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
-def _write_cache(run: RunDir, cache: dict[str, Any]) -> None:
-    path = _cache_file(run)
-    path.parent.mkdir(exist_ok=True)
-    atomic_write(path, json.dumps(cache).encode())
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(data).encode())

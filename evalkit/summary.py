@@ -11,7 +11,9 @@ from typing import Any
 import pandas as pd
 
 from .config import PROJECT_ROOT, SweepConfig
-from .schedulers import get_scheduler
+from .metrics import METRICS
+from .metrics.base import CONVERGENCE
+from .schedulers import SCHEDULERS
 from .score import ScoreResult
 from .stats import bootstrap_means
 from .store import RunDir, atomic_write, atomic_write_table
@@ -21,33 +23,56 @@ PACKAGES = ("evalkit", "torch", "diffusers", "transformers", "open-clip-torch", 
             "pandas")
 
 
-def summarize_scores(run: RunDir, images: pd.DataFrame, result: ScoreResult) -> pd.DataFrame:
-    """Means and 95% paired-bootstrap CIs over (prompt, seed) units; references form their own column."""
+def summarize_scores(run: RunDir, images: pd.DataFrame, config: SweepConfig, result: ScoreResult) -> pd.DataFrame:
+    """Per-image metrics: means with paired-bootstrap CIs over (prompt, seed) units (references are their own
+    column); set metrics as computed. `flags` marks values to read with care (see `flag_rows`)."""
     values = result.scores.merge(images[["key", "prompt_id", "seed", "scheduler", "steps"]], on="key")
-    if values.empty:
-        table = pd.DataFrame(columns=SET_SCORE_COLUMNS)
-    else:
-        table = bootstrap_means(values[["prompt_id", "seed", "scheduler", "steps", "metric", "value"]])
-    # Set metrics (FID/KID) carry n but no interval yet: a per-column bootstrap of a 2048-d Fréchet
-    # distance costs seconds per replicate; their CI columns are NaN until that is made affordable.
-    sets = [frame.assign(metric=name, ci_low=float("nan"), ci_high=float("nan"))
-            for name, frame in result.set_scores.items()]
-    table = pd.concat([t for t in [table, *sets] if not t.empty], ignore_index=True) if sets else table
-    atomic_write_table(run.path / "set_scores.parquet", table[SET_SCORE_COLUMNS])
+    frames = [bootstrap_means(values[["prompt_id", "seed", "scheduler", "steps", "metric", "value"]])] \
+        if not values.empty else []
+    frames += [frame.assign(metric=name) for name, frame in result.set_scores.items()]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=SET_SCORE_COLUMNS)
+    table["flags"] = flag_rows(table, config)
+    atomic_write_table(run.path / "set_scores.parquet", table[SET_SCORE_COLUMNS + ["flags"]])
     return table
 
 
-def write_summary(run: RunDir, config: SweepConfig, device: str, result: ScoreResult,
+def flag_rows(table: pd.DataFrame, config: SweepConfig) -> list[str]:
+    """`not-convergent`: a stochastic sampler on a convergence metric; `small-n`: a set metric below its min n."""
+    flags = []
+    for row in table.itertuples():
+        spec, scheduler = METRICS.get(row.metric), SCHEDULERS.get(row.scheduler)
+        row_flags = []
+        if scheduler.stochastic and spec.kind == CONVERGENCE:
+            row_flags.append("not-convergent")
+        if spec.min_n and row.n < spec.min_n:
+            row_flags.append("small-n")
+        flags.append(",".join(row_flags))
+    return flags
+
+
+def warnings_for(table: pd.DataFrame, config: SweepConfig) -> list[str]:
+    out = []
+    for metric, rows in table[table["flags"].str.contains("small-n")].groupby("metric"):
+        spec = METRICS.get(metric)
+        out.append(f"{metric}: sets of {int(rows.n.min())}-{int(rows.n.max())} images, below the {spec.min_n} its "
+                   "authors ask for: biased upwards by an amount that depends on the model; compare only at equal n "
+                   "and read KID beside it")
+    stochastic = [s for s in config.schedulers if SCHEDULERS.get(s).stochastic]
+    if stochastic:
+        out.append(f"{', '.join(stochastic)}: stochastic sampler(s): reference-based metrics are computed but never "
+                   "converge per seed; judge them on distribution metrics (FID/KID)")
+    return out
+
+
+def write_summary(run: RunDir, config: SweepConfig, device: str, result: ScoreResult, table: pd.DataFrame,
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     summary = {
+        "warnings": warnings_for(table, config),
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
         "device": device,
         "metrics": result.metrics,
         "skipped_metrics": result.skipped,
-        "stochastic_schedulers": [s for s in config.schedulers if get_scheduler(s).stochastic],
-        "notes": {name: "stochastic sampler: reference-based metrics are computed but it does not converge to "
-                        "one image per seed; judge it on distribution metrics"
-                  for name in config.schedulers if get_scheduler(name).stochastic},
+        "stochastic_schedulers": [s for s in config.schedulers if SCHEDULERS.get(s).stochastic],
         "versions": versions(),
         **(extra or {}),
     }

@@ -47,8 +47,12 @@ class MetricSpec:
     preprocessing: str
     build: Callable[[MetricOptions], Any] = field(repr=False)
     weights: Callable[[MetricOptions], Sequence[WeightFile]] = field(default=lambda options: (), repr=False)
-    # set metrics: what identifies their per-image features; metrics that share it share the feature cache
+    # set metrics: what identifies their per-image features (metrics that share it share the feature
+    # cache), the distance between two feature sets, and optionally to precomputed (mu, sigma)
     features: str = ""
+    compare: Callable[..., float] | None = field(default=None, repr=False)
+    compare_stats: Callable[..., float] | None = field(default=None, repr=False)
+    min_n: int = 0  # below this many images a set value is biased: flagged "small-n" with a warning
 
     def missing_weights(self, options: MetricOptions) -> list[WeightFile]:
         return [w for w in self.weights(options) if not w.found()]

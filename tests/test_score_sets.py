@@ -1,0 +1,132 @@
+"""Set metrics (FID/KID) in the stage: exact fast FID, targets (references, a folder, .npz), intervals,
+no backbone call on a rerun; configurable backbones (CLIP through the stage on a tiny local model)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+import evalkit
+from evalkit.metrics.fid import (InceptionFeatures, feature_stats, fid_from_stats, frechet_distance,
+                                 frechet_distance_fast, frechet_distance_to_stats, kernel_distance, mmd2_unbiased)
+from evalkit.metrics.lpips import LPIPSScorer
+from evalkit.score import FeatureStore, load_images
+
+SWEEP = dict(schedulers=["euler", "dpmpp_2m_karras"], steps=[2, 8], seeds=3, reference_steps=30)
+
+
+@pytest.fixture
+def prompts(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_text("a cat sitting on a mat\nthree apples on a table\n")
+    return str(path)
+
+
+@pytest.fixture
+def torch_home(tmp_path, monkeypatch):
+    from fake_weights import write_alexnet, write_inception_fid
+
+    home = tmp_path / "torch"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    write_alexnet(home)
+    write_inception_fid(home)
+    return home
+
+
+def scipy_fid(a, b):
+    mu1, mu2, s1, s2 = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = scipy.linalg.sqrtm(s1 @ s2).real
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * root))
+
+
+def test_fast_fid_is_the_frechet_distance_computed_two_other_ways():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(20, 256)), rng.normal(size=(30, 256)) * 1.2 + 0.3
+    fast = frechet_distance_fast(a, b)
+    assert fast == pytest.approx(scipy_fid(a, b), rel=1e-4)
+    assert fast == pytest.approx(frechet_distance(torch.from_numpy(a), torch.from_numpy(b)), rel=1e-4)
+    mu, sigma = feature_stats(b)
+    assert frechet_distance_to_stats(a, mu, sigma) == pytest.approx(fid_from_stats(a, mu, sigma), rel=1e-4)
+    assert frechet_distance_to_stats(a, mu, sigma) == pytest.approx(fast, rel=1e-9)
+    assert abs(frechet_distance_fast(a, a)) < 1e-9 * fast
+    # whole-set unbiased MMD^2 is torchmetrics' KID when its subsets are the whole (equal-size) sets
+    assert mmd2_unbiased(a, b[:20]) == pytest.approx(kernel_distance(torch.from_numpy(a), torch.from_numpy(b[:20]))[0],
+                                                     rel=1e-9)
+
+
+def test_fid_and_kid_per_column_with_paired_intervals(tmp_path, prompts, torch_home):
+    run = evalkit.run({**SWEEP, "prompts": prompts, "out": str(tmp_path / "run"), "metrics": ["fid", "kid"]})
+    table = run.set_scores.set_index(["metric", "scheduler", "steps"])
+    assert len(table) == 2 * 2 * 2 and set(table.n) == {6}
+    fid = table.loc["fid"]
+    assert (fid["flags"] == "small-n").all() and (table.loc["kid"]["flags"] == "").all()  # KID is unbiased
+    assert np.isfinite(table[["value", "ci_low", "ci_high"]].to_numpy()).all()
+    assert (table.ci_low <= table.ci_high).all()
+    # the value is the exact FID of the column's cached features against the references' features
+    store = FeatureStore(next((run.dir / "cache" / "features").iterdir()))
+    images = run.images
+    column = images.query("scheduler == 'euler' and steps == 8 and role == 'sweep'").sort_values(["prompt_id", "seed"])
+    refs = images.query("role == 'reference'").sort_values(["prompt_id", "seed"])
+    assert fid.loc[("euler", 8), "value"] == pytest.approx(scipy_fid(store.load(column.sha256), store.load(refs.sha256)),
+                                                           rel=1e-4)
+    assert fid.loc[("dpmpp_2m_karras", 8), "value"] < fid.loc[("euler", 2), "value"]
+    summary = json.loads((run.dir / "summary.json").read_text())
+    assert any(w.startswith("fid: sets of 6-6 images, below the 2048") for w in summary["warnings"])
+
+
+def test_fid_against_a_folder_or_npz_of_the_references_equals_fid_against_the_references(tmp_path, prompts, torch_home):
+    base = evalkit.run({**SWEEP, "prompts": prompts, "out": str(tmp_path / "run"), "metrics": ["fid"]})
+    expected = base.set_scores.set_index(["scheduler", "steps"]).value  # read now: later runs rewrite the folder
+    folder = tmp_path / "real"
+    folder.mkdir()
+    refs = base.images.query("role == 'reference'")
+    for i, path in enumerate(refs.path):
+        shutil.copy(base.dir / path, folder / f"real-{i}.png")
+    vs_folder = evalkit.run(base.config, fid_reference=str(folder), metrics=["fid", "kid"])
+    assert vs_folder.score.computed["fid"] == 0  # the folder's images are the references: features are cached
+    got = vs_folder.set_scores.query("metric == 'fid'").set_index(["scheduler", "steps"]).value
+    assert np.allclose(got.loc[expected.index], expected, rtol=1e-9)
+
+    store = FeatureStore(next((base.dir / "cache" / "features").iterdir()))
+    mu, sigma = feature_stats(store.load(refs.sha256))
+    np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
+    vs_stats = evalkit.run(base.config, fid_reference=str(tmp_path / "stats.npz"), metrics=["fid", "kid"])
+    got = vs_stats.set_scores.query("metric == 'fid'").set_index(["scheduler", "steps"]).value
+    assert np.allclose(got.loc[expected.index], expected, rtol=1e-6)
+    assert "kid needs images, not statistics" in vs_stats.score.skipped["kid"]
+
+
+def test_a_rerun_calls_no_backbone(tmp_path, prompts, torch_home, monkeypatch):
+    config = {**SWEEP, "prompts": prompts, "out": str(tmp_path / "run"), "metrics": ["lpips", "fid", "kid", "ssim"]}
+    first = evalkit.run(config)
+    assert first.score.computed == {"lpips": 24, "fid": 30, "kid": 0, "ssim": 24}
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a backbone was called on a rerun")
+
+    monkeypatch.setattr(InceptionFeatures, "features", refuse)
+    monkeypatch.setattr(LPIPSScorer, "score", refuse)
+    again = evalkit.run(config)
+    assert again.score.computed == {"lpips": 0, "fid": 0, "kid": 0, "ssim": 0}
+    assert again.set_scores.equals(first.set_scores)
+
+
+def test_clip_score_through_the_stage_with_a_configured_local_backbone(tmp_path, prompts):
+    from fake_clip import backbone_string, register_tiny_clip, save_tiny_clip
+
+    from evalkit.metrics.base import MetricOptions
+    from evalkit.metrics.clip import build
+
+    register_tiny_clip()
+    backbone = backbone_string(save_tiny_clip(tmp_path / "clip"))
+    run = evalkit.run({**SWEEP, "prompts": prompts, "out": str(tmp_path / "run"), "metrics": ["clip_score"],
+                       "backbones": {"clip_score": backbone}})
+    scores = run.scores.merge(run.images, on="key")
+    assert len(scores) == len(run.images) == 2 * 3 * 2 * 2 + 2 * 3  # sweep and references
+    direct = build(MetricOptions(backbone=backbone)).score(
+        load_images(run.dir / p for p in scores.path[:5]), list(scores.prompt[:5]))
+    assert np.allclose(scores.value[:5], direct.numpy(), atol=1e-5)
+    summary = json.loads((run.dir / "summary.json").read_text())
+    assert summary["metrics"]["clip_score"]["backbone"] == backbone
