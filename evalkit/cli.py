@@ -15,9 +15,9 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 
 
 def _sweep_overrides(model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
-                     reference_steps, reference_scheduler, negative_prompt, metrics):
+                     reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference):
     return dict(model=model, schedulers=parse_list(schedulers) if schedulers else None, steps=steps, seeds=seeds,
-                metrics=parse_list(metrics) if metrics else None,
+                metrics=parse_list(metrics) if metrics else None, backbones=backbones, fid_reference=fid_reference,
                 prompts=prompts, out=out, batch_size=batch_size, device=device, dtype=dtype, guidance=guidance,
                 size=size, reference_steps=reference_steps, reference_scheduler=reference_scheduler,
                 negative_prompt=negative_prompt)
@@ -40,13 +40,15 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
         reference_steps: Optional[int] = None, reference_scheduler: Optional[str] = None,
         negative_prompt: Optional[str] = None,
         metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics (default: all; `evalkit metrics`)."),
+        backbones: Optional[str] = typer.Option(None, help="metric=backbone pairs, e.g. lpips=vgg."),
+        fid_reference: Optional[str] = typer.Option(None, help="references | FOLDER of real images | STATS.npz"),
         progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Render the sweep (resuming any earlier run in the same folder), score it, print the run folder."""
     from .runner import run as run_sweep
 
     result = run_sweep(config, progress=progress, **_sweep_overrides(
         model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
-        reference_steps, reference_scheduler, negative_prompt, metrics))
+        reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference))
     _report(result)
 
 

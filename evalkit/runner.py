@@ -81,7 +81,7 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
            **overrides: Any) -> Run:
     """Stage 1 for a config: plan, then render what is missing. Safe to rerun; resumes a killed run."""
     config = resolve_config(config, **overrides)
-    for name in config.metrics:
+    for name in [*config.metrics, *config.backbones]:
         METRICS.get(name)  # an unknown metric fails before anything renders
     prompts = load_prompts(config.prompts_path())
     model = load_sweep_model(config)
@@ -111,7 +111,7 @@ def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None
         table = summarize_scores(run_dir, images, config, outcome)
         summary = write_summary(run_dir, config, device, outcome, table,
                                 extra={"render": dataclasses.asdict(result.stats)})
-    outcome.warnings = summary["warnings"]
+    outcome.warnings = summary["warnings"]  # the stage's own (truncated prompts) plus small n, stochastic samplers
     result.score = outcome
     return result
 

@@ -64,8 +64,12 @@ def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: 
             else:
                 result.set_scores[name], result.computed[name] = outcome
         else:
-            frame, result.computed[name] = _image_metric(spec, run, images, pairs, options, result.metrics[name])
+            frame, result.computed[name], truncated = _image_metric(spec, run, images, pairs, options,
+                                                                    result.metrics[name])
             frames.append(frame)
+            if truncated:
+                result.warnings.append(f"{name}: {len(truncated)} prompt(s) longer than the text encoder's context "
+                                       f"were truncated, e.g. {truncated[0][:60]!r}")
     result.scores = pd.concat(frames, ignore_index=True) if frames else result.scores
     atomic_write_table(run.path / "scores.parquet", result.scores[SCORE_COLUMNS])
     return result
@@ -82,8 +86,9 @@ def with_references(images: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
 
 
 def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd.DataFrame, options: MetricOptions,
-                  facts: dict[str, Any]) -> tuple[pd.DataFrame, int]:
-    """Per-image values, computed only for contents not in the cache; the backbone is built only if needed."""
+                  facts: dict[str, Any]) -> tuple[pd.DataFrame, int, list[str]]:
+    """Per-image values, computed only for contents not in the cache; the backbone is built only if needed.
+    Also returns this sweep's prompts the scorer had to truncate (kept beside the cache for reruns)."""
     if spec.inputs == IMAGE_REFERENCE:
         rows = pairs.dropna(subset=["reference_key"]).copy()
         rows["content"] = rows.sha256 + ":" + rows.reference_sha256
@@ -106,10 +111,15 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
         cache.update(zip(chunk.content, (float(v) for v in values)))
         if i % CHECKPOINT_EVERY == 0:
             _write_json(cache_file, cache)
+    notes_file = cache_file.with_suffix(".truncated.json")
+    truncated = set(json.loads(notes_file.read_text())) if notes_file.is_file() else set()
     if len(todo):
         _write_json(cache_file, cache)
+        truncated |= set(getattr(scorer, "truncated_prompts", ()))
+        if truncated:
+            atomic_write(notes_file, json.dumps(sorted(truncated)).encode())
     frame = pd.DataFrame({"key": rows.key.to_numpy(), "metric": spec.name, "value": rows.content.map(cache).to_numpy()})
-    return frame, len(todo)
+    return frame, len(todo), sorted(truncated & set(rows.prompt))
 
 
 def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: SweepConfig,

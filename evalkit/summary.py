@@ -67,7 +67,7 @@ def warnings_for(table: pd.DataFrame, config: SweepConfig) -> list[str]:
 def write_summary(run: RunDir, config: SweepConfig, device: str, result: ScoreResult, table: pd.DataFrame,
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     summary = {
-        "warnings": warnings_for(table, config),
+        "warnings": result.warnings + warnings_for(table, config),
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
         "device": device,
         "metrics": result.metrics,

@@ -121,10 +121,16 @@ def test_clip_score_through_the_stage_with_a_configured_local_backbone(tmp_path,
 
     register_tiny_clip()
     backbone = backbone_string(save_tiny_clip(tmp_path / "clip"))
-    run = evalkit.run({**SWEEP, "prompts": prompts, "out": str(tmp_path / "run"), "metrics": ["clip_score"],
-                       "backbones": {"clip_score": backbone}})
+    long_prompt = "a cat " + " ".join(["sitting on a very long striped mat"] * 20)
+    with open(prompts, "a") as handle:
+        handle.write(long_prompt + "\n")
+    config = {**SWEEP, "prompts": prompts, "out": str(tmp_path / "run"), "metrics": ["clip_score"],
+              "backbones": {"clip_score": backbone}}
+    run = evalkit.run(config)
+    assert run.score.warnings[0].startswith("clip_score: 1 prompt(s) longer than the text encoder's context")
+    assert evalkit.run(config).score.warnings[0] == run.score.warnings[0]  # still said on a cached rerun
     scores = run.scores.merge(run.images, on="key")
-    assert len(scores) == len(run.images) == 2 * 3 * 2 * 2 + 2 * 3  # sweep and references
+    assert len(scores) == len(run.images) == 3 * 3 * 2 * 2 + 3 * 3  # sweep and references
     direct = build(MetricOptions(backbone=backbone)).score(
         load_images(run.dir / p for p in scores.path[:5]), list(scores.prompt[:5]))
     assert np.allclose(scores.value[:5], direct.numpy(), atol=1e-5)
