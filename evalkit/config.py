@@ -46,6 +46,8 @@ class SweepConfig:
     # what FID/KID compare each (scheduler, steps) set with: "references" (the high-step references),
     # a folder of real images, or an .npz with mu/sigma (FID only)
     fid_reference: str = "references"
+    # gating metric -> tolerance for minimum useful steps; empty = the documented defaults (plateau.py)
+    tolerances: dict[str, float] = field(default_factory=dict)
 
     def run_dir(self) -> Path:
         if self.out:
@@ -91,6 +93,8 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
             v[name] = _positive_ints(name, [v[name]])[0]
     if "backbones" in v:
         v["backbones"] = _backbones(v["backbones"])
+    if "tolerances" in v:
+        v["tolerances"] = _tolerances(v["tolerances"])
     if v.get("guidance") is not None:
         v["guidance"] = _number("guidance", v["guidance"])
     for name in ("model", "prompts", "out", "device", "dtype", "negative_prompt", "reference_scheduler",
@@ -205,6 +209,18 @@ def _backbones(value: Any) -> dict[str, str]:
         raise EvalkitError(f"backbones must map metric names to backbone strings, got {value!r}: "
                            'e.g. backbones = { lpips = "vgg" }')
     return dict(value)
+
+
+def _tolerances(value: Any) -> dict[str, float]:
+    """A TOML table, or `metric=value,...` from a flag; each tolerance a number > 0."""
+    pairs = _backbones(value) if isinstance(value, str) else value
+    if not isinstance(pairs, dict):
+        raise EvalkitError(f"tolerances must map metric names to numbers, got {value!r}: e.g. tolerances = {{ ssim = 0.02 }}")
+    out = {name: _number(f"tolerances.{name}", tol) for name, tol in pairs.items()}
+    bad = [name for name, tol in out.items() if tol <= 0]
+    if bad:
+        raise EvalkitError(f"tolerance for {bad[0]} must be > 0, got {out[bad[0]]}: e.g. ssim = 0.02")
+    return out
 
 
 def _number(name: str, value: Any) -> float:

@@ -14,6 +14,7 @@ from .errors import EvalkitError
 from .metrics import METRICS
 from .models import LoadOptions, Model, load_model
 from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs
+from .plateau import summarize_plateau
 from .prompts import load_prompts
 from .render import RenderStats, render_jobs
 from .score import ScoreResult, score_images
@@ -109,8 +110,10 @@ def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None
         images = result.images
         outcome = score_images(run_dir, images, config, names, device, config.batch_size)
         table = summarize_scores(run_dir, images, config, outcome)
+        values = outcome.scores.merge(images[["key", "prompt_id", "seed", "scheduler", "steps"]], on="key")
+        plateau = summarize_plateau(table, values, images, config.tolerances or None)
         summary = write_summary(run_dir, config, device, outcome, table,
-                                extra={"render": dataclasses.asdict(result.stats)})
+                                extra={"render": dataclasses.asdict(result.stats), "min_steps": plateau})
     outcome.warnings = summary["warnings"]  # the stage's own (truncated prompts) plus small n, stochastic samplers
     result.score = outcome
     return result

@@ -53,6 +53,7 @@ class MetricSpec:
     compare: Callable[..., float] | None = field(default=None, repr=False)
     compare_stats: Callable[..., float] | None = field(default=None, repr=False)
     min_n: int = 0  # below this many images a set value is biased: flagged "small-n" with a warning
+    perfect: float | None = None  # convergence metrics: the value of an image against itself (the plateau)
 
     def missing_weights(self, options: MetricOptions) -> list[WeightFile]:
         return [w for w in self.weights(options) if not w.found()]

@@ -115,6 +115,7 @@ LPIPS_SPEC = register(
         inputs=IMAGE_REFERENCE,
         kind=CONVERGENCE,
         higher_is_better=False,
+        perfect=0.0,
         backbone="alex (default; 'vgg' via backbone option): lpips v0.1 linear layers on torchvision ImageNet trunk",
         preprocessing=PREPROCESSING,
         build=LPIPSScorer,

@@ -34,13 +34,13 @@ class PSNR:
 
 
 register(MetricSpec(
-    name="ssim", inputs=IMAGE_REFERENCE, kind=CONVERGENCE, higher_is_better=True,
+    name="ssim", inputs=IMAGE_REFERENCE, kind=CONVERGENCE, higher_is_better=True, perfect=1.0,
     backbone="none (torchmetrics SSIM: gaussian window 11, sigma 1.5, k1 0.01, k2 0.03)",
     preprocessing="uint8 -> float [0, 1], data_range 1, no resize",
     build=lambda options: SSIM(),
 ))
 register(MetricSpec(
-    name="psnr", inputs=IMAGE_REFERENCE, kind=CONVERGENCE, higher_is_better=True,
+    name="psnr", inputs=IMAGE_REFERENCE, kind=CONVERGENCE, higher_is_better=True, perfect=PSNR_CAP_DB,
     backbone="none (torchmetrics PSNR per image)",
     preprocessing=f"uint8 -> float [0, 1], data_range 1, no resize; capped at {PSNR_CAP_DB:g} dB",
     build=lambda options: PSNR(),

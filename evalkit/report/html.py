@@ -1,0 +1,244 @@
+"""Stage 3: one self-contained, offline report.html per run folder.
+
+Layout: `data` reads the run folder, `charts`/`prompts` build plotly figures as JSON, `grid` embeds
+thumbnails; this module writes the sections and fills `template.html`. User text (prompts, paths, warnings,
+reasons) is always HTML-escaped; figure JSON inside <script> has `<`, `>` and `&` escaped as \\u003c etc.
+"""
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from plotly.offline import get_plotlyjs
+
+from ..store import atomic_write
+from . import charts, grid, prompts
+from .data import RunData, load_run
+
+TEMPLATE = Path(__file__).with_name("template.html")
+SECTIONS = [("run", "Run"), ("min-steps", "Minimum useful steps"), ("plateau", "Plateau curves"),
+            ("pareto", "Speed vs quality"), ("grid", "Image grid"), ("prompts", "Per prompt")]
+
+
+def write_report(run_dir: Path) -> Path:
+    """Read the run folder's files, write run_dir/report.html atomically, return its path."""
+    run_dir = Path(run_dir)
+    page = render_report(load_run(run_dir))
+    path = run_dir / "report.html"
+    atomic_write(path, page.encode("utf-8"))
+    return path
+
+
+def render_report(data: RunData) -> str:
+    counter = iter(range(10_000))
+    ranked = prompts.ranking(data, data.main_metric) if data.main_metric else None
+    body = "".join([
+        f'<h1>evalkit report <span class="model">{esc(data.config.get("model", "?"))}</span></h1>',
+        nav(),
+        section("run", header(data)),
+        section("min-steps", min_steps_section(data)),
+        section("plateau", plateau_section(data, counter)),
+        section("pareto", pareto_section(data, counter)),
+        section("grid", grid.grid_section(data, grid_pairs(data, ranked))),
+        section("prompts", prompt_section(data, ranked, counter)),
+    ])
+    plotly_js = get_plotlyjs().replace("</script", "<\\/script")
+    fields = {"title": esc(f"evalkit · {data.config.get('model', '?')} · {data.dir.name}"),
+              "model": esc(data.config.get("model", "?")), "plotlyjs": plotly_js, "body": body}
+    # one pass, so text inside a filled-in field is never treated as a placeholder
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: fields[m.group(1)], TEMPLATE.read_text())
+
+
+def esc(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def script_json(value: Any) -> str:
+    """JSON safe inside <script>: no `</script>`, no `<!--`, no entity surprises."""
+    text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def chart(fig: dict, counter, kind: str, metric: str = "") -> str:
+    chart_id = f"chart-{next(counter)}"
+    return (f'<div class="chart" id="{chart_id}" data-kind="{kind}" data-metric="{esc(metric)}"></div>'
+            f'<script type="application/json" class="chart-data" data-target="{chart_id}">{script_json(fig)}</script>')
+
+
+def nav() -> str:
+    links = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in SECTIONS)
+    return f'<nav class="toc">{links}</nav>'
+
+
+def section(sid: str, content: str) -> str:
+    title = dict(SECTIONS)[sid]
+    return f'<section id="{sid}"><h2>{title}</h2>{content}</section>'
+
+
+def fmt(value: Any, spec: str = ".4g") -> str:
+    try:
+        return format(float(value), spec)
+    except (TypeError, ValueError):
+        return "—"
+
+
+def facts(rows: list[tuple[str, str]]) -> str:
+    return '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
+
+
+def joined(values: Any) -> str:
+    return esc(", ".join(str(v) for v in values)) if isinstance(values, (list, tuple)) else esc(values)
+
+
+def header(data: RunData) -> str:
+    cfg, summary, sweep = data.config, data.summary, data.sweep
+    render = summary.get("render") or {}
+    versions = summary.get("versions") or {}
+    version_text = " · ".join(f"{k} {v}" for k, v in versions.items() if v and k != "git_commit")
+    commit = versions.get("git_commit")
+    rows = [
+        ("model", f"<b>{esc(cfg.get('model', '?'))}</b>"),
+        ("date", esc(data.date())),
+        ("run folder", f"<code>{esc(data.dir.resolve())}</code>"),
+        ("schedulers", joined(cfg.get("schedulers", data.schedulers))),
+        ("steps", joined(cfg.get("steps", sorted(sweep["steps"].unique())))),
+        ("prompts", f"{sweep['prompt'].nunique()} (<code>{esc(cfg.get('prompts', '?'))}</code>)"),
+        ("seeds", joined(cfg.get("seeds", sorted(sweep["seed"].unique())))),
+        ("reference", f"{esc(cfg.get('reference_scheduler', '?'))} at {esc(cfg.get('reference_steps', '?'))} steps, "
+                      "one per prompt+seed" if cfg.get("reference_scheduler") != "same" else
+                      f"each scheduler's own, at {esc(cfg.get('reference_steps', '?'))} steps"),
+        ("guidance · size · dtype", esc(f"{cfg.get('guidance', 'model default')} · {cfg.get('size', 'model default')}"
+                                        f" · {cfg.get('dtype', '?')}")),
+        ("device", esc(summary.get("device", "?"))),
+        ("versions", esc(version_text) + (f" · git <code>{esc(str(commit)[:12])}</code>" if commit else "")),
+        ("images", f"{len(data.images)} ({len(sweep)} sweep + {len(data.references)} references)"),
+        ("total NFE", f"{int(data.images['nfe'].sum()):,}"),
+        ("render time", render_time(data, render)),
+        ("metrics scored", metric_list(data)),
+    ]
+    return facts(rows) + skipped_block(summary) + warnings_block(summary)
+
+
+def render_time(data: RunData, render: dict) -> str:
+    per_image = float(data.images["seconds"].sum())
+    if "seconds" not in render:
+        return f"sum of per-image times {per_image:.1f} s"
+    return (f"{fmt(render['seconds'], '.1f')} s wall for the {esc(render.get('rendered', '?'))} image(s) rendered by "
+            f"the last run (of {esc(render.get('planned', '?'))} planned); sum of per-image times {per_image:.1f} s")
+
+
+def metric_list(data: RunData) -> str:
+    if not data.metrics:
+        return "none"
+    items = [f"<b>{esc(m)}</b> ({esc(charts.kind_label(data, m))}; {charts.direction(data, m)})" for m in data.metrics]
+    return "<br>".join(items)
+
+
+def skipped_block(summary: dict) -> str:
+    skipped = summary.get("skipped_metrics") or {}
+    if not skipped:
+        return ""
+    items = "".join(f"<li><b>{esc(name)}</b>: {esc(reason)}</li>" for name, reason in skipped.items())
+    return f'<h3>Metrics skipped ({len(skipped)})</h3><ul class="skipped">{items}</ul>'
+
+
+def warnings_block(summary: dict) -> str:
+    warnings = summary.get("warnings") or []
+    if not warnings:
+        return ""
+    items = "".join(f"<li>{esc(w)}</li>" for w in warnings)
+    return f'<h3>Warnings ({len(warnings)})</h3><ul class="warnings">{items}</ul>'
+
+
+def min_steps_section(data: RunData) -> str:
+    block = data.summary.get("min_steps")
+    if not block:
+        return ('<p class="absent">Minimum useful steps not computed for this run '
+                f'(run <code>evalkit min-steps {esc(data.dir)}</code> to add them).</p>')
+    rows = "".join(min_steps_row(name, info or {}) for name, info in (block.get("schedulers") or {}).items())
+    tolerances = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in (block.get("tolerances") or {}).items())
+    return ('<table class="data min-steps"><thead><tr><th>scheduler</th><th>min useful steps</th><th>NFE</th>'
+            '<th>s / image</th><th>quality there vs plateau</th><th>knee</th></tr></thead>'
+            f'<tbody>{rows}</tbody></table>'
+            f'<p class="rule"><b>Rule:</b> {esc(block.get("rule", "(not stated)"))}</p>'
+            + (f'<p class="rule"><b>Tolerances:</b> {tolerances}</p>' if tolerances else ""))
+
+
+def min_steps_row(name: str, info: dict) -> str:
+    knee = ", ".join(f"{esc(k)} {esc(v)}" for k, v in (info.get("knee") or {}).items()) or "—"
+    if not info.get("reached") or info.get("min_steps") is None:
+        why = esc(info.get("why", "no swept step count met the rule"))
+        return (f'<tr class="unreached"><td>{esc(name)}</td><td colspan="4">not reached: {why}</td>'
+                f"<td>{knee}</td></tr>")
+    quality = "<br>".join(f"{esc(m)} {fmt(q.get('value'))} (plateau {fmt(q.get('plateau'))})"
+                          for m, q in (info.get("quality") or {}).items()) or "—"
+    return (f"<tr><td>{esc(name)}</td><td><b>{esc(info['min_steps'])}</b></td><td>{fmt(info.get('nfe'), '.4g')}</td>"
+            f"<td>{fmt(info.get('seconds_per_image'), '.3g')}</td><td>{quality}</td><td>{knee}</td></tr>")
+
+
+PLATEAU_NOTE = ("One chart per scored metric, one line per scheduler: the mean over prompt+seed units, the shaded band "
+                "its 95% paired-bootstrap interval. Buttons switch the x axis between steps, NFE (denoiser calls) "
+                "and seconds per image (mean per scheduler and step count), linear or log. Dashed lines and open "
+                "circles: flagged <code>not-convergent</code> (a stochastic sampler on a convergence metric: it never "
+                "reaches the same-seed reference, judge it on distribution metrics). × markers: <code>small-n</code>. "
+                "★ min useful steps, ◇ knee (when computed).")
+
+
+def plateau_section(data: RunData, counter) -> str:
+    if not data.metrics:
+        return "<p>No metric was scored in this run.</p>"
+    figures = "".join(chart(charts.plateau_figure(data, m), counter, "plateau", m) for m in data.metrics)
+    return f'<p class="note">{PLATEAU_NOTE}</p>{figures}'
+
+
+def pareto_section(data: RunData, counter) -> str:
+    metric = data.main_metric
+    if metric is None:
+        return "<p>No metric was scored in this run.</p>"
+    note = (f"Every (scheduler, steps) point of <b>{esc(metric)}</b> (lpips preferred, else ssim) against its cost; "
+            "the black step line is the Pareto frontier (no other point is both cheaper and better). Open circles: "
+            "flagged not-convergent, left out of the frontier.")
+    return f'<p class="note">{note}</p>' + chart(charts.pareto_figure(data, metric), counter, "pareto", metric)
+
+
+def grid_pairs(data: RunData, ranked) -> list[tuple[str, int, str]]:
+    """Hardest prompts first (per-prompt ranking), each with its first seed."""
+    medians = dict(zip(ranked["prompt"], ranked["median"])) if ranked is not None else {}
+    order = list(dict.fromkeys(list(medians) + list(data.sweep["prompt"])))
+    pairs = []
+    for prompt in order:
+        seeds = sorted(data.sweep.loc[data.sweep["prompt"] == prompt, "seed"].unique())
+        median = medians.get(prompt)
+        note = f" (plateaus ≈{fmt(median, '.3g')} steps)" if median is not None and median == median else ""
+        if seeds:
+            pairs.append((prompt, int(seeds[0]), note))
+    return pairs
+
+
+def prompt_section(data: RunData, ranked, counter) -> str:
+    metric = data.main_metric
+    if metric is None or ranked is None or ranked.empty:
+        return "<p>No per-image scores in this run.</p>"
+    tolerance, source = data.tolerance(metric)
+    tol_text = f"{fmt(tolerance)} ({esc(source)})" if tolerance is not None else "2% of the plateau value"
+    judged = prompts.judged_schedulers(data, metric)
+    note = (f"Steps at which each prompt's <b>{esc(metric)}</b> (mean over seeds) gets and stays within {tol_text} of "
+            "its value at the largest swept step count; the median is over convergent schedulers "
+            f"({joined(judged)}). Hardest (latest) first; the chart highlights the three hardest.")
+    return (f'<p class="note">{note}</p>' + chart(prompts.prompt_figure(data, metric, ranked), counter, "prompts",
+                                                   metric) + ranking_table(data, ranked))
+
+
+def ranking_table(data: RunData, ranked) -> str:
+    schedulers = [s for s in data.schedulers if s in ranked.columns]
+    head = "".join(f"<th>{esc(s)}</th>" for s in schedulers)
+    rows = []
+    for rank, row in ranked.iterrows():
+        cells = "".join(f"<td>{fmt(row[s], '.0f')}</td>" for s in schedulers)
+        rows.append(f'<tr><td>{rank + 1}</td><td class="prompt">{esc(row["prompt"])}</td>'
+                    f"<td><b>{fmt(row['median'], '.3g')}</b></td>{cells}</tr>")
+    return ('<div class="table-scroll"><table class="data ranking"><thead><tr><th>#</th><th>prompt</th>'
+            f'<th>median steps</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')

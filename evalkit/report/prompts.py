@@ -1,0 +1,85 @@
+"""Per-prompt view: which prompts plateau latest (the hard ones), from per-image scores."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .charts import NOT_CONVERGENT, figure, ptext
+from .data import RunData
+
+HARD_COLORS = ["#d62728", "#ff7f0e", "#9467bd"]
+
+
+def prompt_curves(data: RunData, metric: str) -> pd.DataFrame:
+    """Mean over seeds per (prompt, scheduler, steps)."""
+    rows = data.scores[data.scores["metric"] == metric]
+    return rows.groupby(["prompt_id", "prompt", "scheduler", "steps"], as_index=False)["value"].mean()
+
+
+def steps_to_plateau(curve: pd.DataFrame, tolerance: float | None) -> int | None:
+    """Smallest step count from which the curve stays within tolerance of its value at the largest steps."""
+    curve = curve.dropna(subset=["value"]).sort_values("steps")
+    if curve.empty:
+        return None
+    plateau = float(curve["value"].iloc[-1])
+    tol = tolerance if tolerance is not None else 0.02 * abs(plateau)
+    within = (curve["value"] - plateau).abs().to_numpy() <= tol
+    first = len(within)
+    while first > 0 and within[first - 1]:
+        first -= 1
+    return int(curve["steps"].iloc[min(first, len(within) - 1)])
+
+
+def judged_schedulers(data: RunData, metric: str) -> list[str]:
+    rows = data.set_scores[data.set_scores["metric"] == metric]
+    flagged = set(rows[rows["flags"].str.contains(NOT_CONVERGENT)]["scheduler"])
+    return [s for s in data.schedulers if s not in flagged]
+
+
+def ranking(data: RunData, metric: str) -> pd.DataFrame:
+    """One row per prompt: steps to plateau per scheduler and their median over convergent schedulers,
+    hardest (latest) first."""
+    curves, (tolerance, _) = prompt_curves(data, metric), data.tolerance(metric)
+    table = (curves.groupby(["prompt_id", "prompt", "scheduler"])[["steps", "value"]]
+             .apply(lambda c: steps_to_plateau(c, tolerance)).unstack("scheduler"))
+    judged = [s for s in judged_schedulers(data, metric) if s in table.columns]
+    table = table[[s for s in data.schedulers if s in table.columns]]
+    table["median"] = table[judged].median(axis=1) if judged else np.nan
+    return table.reset_index().sort_values(["median", "prompt_id"], ascending=[False, True]).reset_index(drop=True)
+
+
+def prompt_figure(data: RunData, metric: str, ranked: pd.DataFrame) -> dict:
+    curves = prompt_curves(data, metric)
+    schedulers = [s for s in data.schedulers if s in set(curves["scheduler"])]
+    default = next(iter(judged_schedulers(data, metric)), schedulers[0])
+    traces, owner = [], []
+    for scheduler in schedulers:
+        for rank, row in ranked.iterrows():
+            curve = curves[(curves["prompt_id"] == row["prompt_id"]) & (curves["scheduler"] == scheduler)]
+            traces.append((prompt_trace(curve, row["prompt"], rank, scheduler == default), curve))
+            owner.append(scheduler)
+    menu = {"buttons": [{"label": s, "method": "restyle", "args": [{"visible": [o == s for o in owner]}]}
+                        for s in schedulers], "active": schedulers.index(default), "x": 0, "y": 1.13,
+            "xanchor": "left", "yanchor": "bottom", "pad": {"t": 0}}
+    label = {"text": "scheduler", "x": 0, "y": 1.16, "xref": "paper", "yref": "paper", "xanchor": "right",
+             "yanchor": "bottom", "showarrow": False, "xshift": -6}
+    per_mode = [(t, {"steps": (list(map(int, c["steps"])), [float(v) for v in c["value"]])}) for t, c in traces]
+    hib = "higher is better" if data.higher_is_better(metric) else "lower is better"
+    layout = {"annotations": [label],
+              "title": {"text": f"Per prompt · <b>{ptext(metric)}</b> (mean over seeds)",
+                        "y": 0.98, "font": {"size": 14}},
+              "yaxis": {"title": {"text": f"{ptext(metric)} ({hib})"}}, "height": 460}
+    fig = figure(per_mode, layout, ["steps"], [menu])
+    fig["layout"]["updatemenus"] = fig["layout"]["updatemenus"][1:]  # a single x mode needs no buttons
+    return fig
+
+
+def prompt_trace(curve: pd.DataFrame, prompt: str, rank: int, visible: bool) -> dict:
+    short = prompt if len(prompt) <= 42 else prompt[:40] + "…"
+    hard = rank < len(HARD_COLORS)
+    return {"type": "scatter", "mode": "lines+markers", "visible": visible,
+            "name": f"#{rank + 1} {ptext(short)}",
+            "line": {"width": 3 if hard else 1, "color": HARD_COLORS[rank] if hard else "rgba(90,110,140,0.45)"},
+            "marker": {"size": 5 if hard else 3},
+            "meta": [f"#{rank + 1} {ptext(prompt)}"],  # in meta, not the template: a prompt may contain %{...}
+            "hovertemplate": "%{meta[0]}<br>%{x} steps: %{y:.4g}<extra></extra>"}
