@@ -71,6 +71,14 @@ def score(config: Optional[str] = _CONFIG):
 
 
 @app.command()
+def report(run_dir: str = typer.Argument(..., help="A scored run folder.")):
+    """Stage 3 only: write DIR/report.html (self-contained, opens offline)."""
+    from .runner import report as report_stage
+
+    typer.echo(f"report: {report_stage(run_dir)}")
+
+
+@app.command()
 def metrics():
     """List the metrics registry."""
     from .metrics import METRICS
@@ -83,6 +91,47 @@ def metrics():
         better = "higher is better" if spec.higher_is_better else "lower is better"
         typer.echo(f"{spec.name:<12}{spec.inputs:<17}{spec.kind:<13}{better:<18}{spec.backbone}")
         typer.echo(f"{'':<12}preprocessing: {spec.preprocessing}; {state}")
+
+
+@app.command("min-steps")
+def min_steps(config: Optional[str] = _CONFIG,
+              tolerance: Optional[list[str]] = typer.Option(None, help="metric=value, repeatable (e.g. ssim=0.05)."),
+              search: str = typer.Option("exhaustive", help="exhaustive (the whole sweep) | adaptive (bisection)."),
+              out: Optional[str] = _OUT):
+    """Minimum useful step count per scheduler, as JSON on stdout (also written to summary.json)."""
+    import json
+
+    from .config import _tolerances
+    from .runner import open_run, run as run_sweep
+
+    source = open_run(config) if config and Path(config).is_dir() else config
+    tolerances = _tolerances(",".join(tolerance)) if tolerance else None
+    if search == "adaptive":
+        from .search import adaptive_min_steps
+
+        result = adaptive_min_steps(source, tolerances=tolerances, out=out)
+        cost = result["cost"]
+        typer.echo(f"adaptive search: {cost['images_rendered']} new images; sweep NFE {cost['sweep_nfe']} vs "
+                   f"{cost['exhaustive_sweep_nfe']} exhaustive ({cost['nfe_ratio']:.0%})", err=True)
+        _merge_summary(Path(result["run_dir"]), {"min_steps": result})
+    elif search == "exhaustive":
+        result = json.loads((run_sweep(source, out=out, tolerances=tolerances).dir / "summary.json").read_text())
+        result = result["min_steps"]
+    else:
+        raise EvalkitError(f"unknown search {search!r}: use --search exhaustive or --search adaptive")
+    keep = ("min_steps", "reached", "why", "nfe", "seconds_per_image", "quality", "evidence", "evaluated_steps")
+    typer.echo(json.dumps({name: {k: entry[k] for k in keep if k in entry}
+                           for name, entry in result["schedulers"].items()}, indent=2))
+
+
+def _merge_summary(folder: Path, update: dict) -> None:
+    import json
+
+    from .store import atomic_write
+
+    path = folder / "summary.json"
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    atomic_write(path, json.dumps({**summary, **update}, indent=2, default=str).encode())
 
 
 @app.command()
@@ -146,6 +195,8 @@ def _report(result) -> None:
         for warning in result.score.warnings:
             typer.echo(f"warning: {warning}")
     typer.echo(f"run folder: {result.dir}")
+    if getattr(result, "report", None) is not None:
+        typer.echo(f"report: {result.report}")
 
 
 def main() -> None:

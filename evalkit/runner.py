@@ -31,6 +31,7 @@ class Run:
     jobs: list[RenderJob]
     stats: RenderStats
     score: ScoreResult | None = None
+    report: Path | None = None
 
     @property
     def scores(self) -> pd.DataFrame:
@@ -89,9 +90,7 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
     run_dir = RunDir(config.run_dir())
     run_dir.prepare()
     with run_dir.lock():
-        resolved = dataclasses.replace(config, out=str(run_dir.path.resolve()),
-                                       prompts=str(config.prompts_path().resolve()))
-        atomic_write(run_dir.config_file, to_toml(resolved).encode())
+        resolved = save_config(run_dir, config)
         jobs = plan_jobs(config, model, prompts)
         stats = render_jobs(run_dir, model, jobs, RenderSettings.resolve(config, model),
                             config.batch_size, progress=progress)
@@ -119,10 +118,26 @@ def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None
     return result
 
 
+def report(path: str | os.PathLike) -> Path:
+    """Stage 3: the self-contained report.html of a scored run folder."""
+    from .report import write_report
+
+    return write_report(Path(path))
+
+
 def run(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, progress: bool = False,
         **overrides: Any) -> Run:
-    """All stages for a config: render what is missing, then score. (The HTML report is a later stage.)"""
-    return score(rendered=render(config, progress=progress, **overrides))
+    """All stages for a config: render what is missing, score, and write report.html."""
+    result = score(rendered=render(config, progress=progress, **overrides))
+    result.report = report(result.dir)
+    return result
+
+
+def save_config(run_dir: RunDir, config: SweepConfig) -> SweepConfig:
+    """Write the resolved config (absolute paths) as the run folder's config.toml, and return it."""
+    resolved = dataclasses.replace(config, out=str(run_dir.path.resolve()), prompts=str(config.prompts_path().resolve()))
+    atomic_write(run_dir.config_file, to_toml(resolved).encode())
+    return resolved
 
 
 def open_run(path: str | os.PathLike) -> SweepConfig:

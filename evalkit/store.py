@@ -15,12 +15,15 @@ from .errors import EvalkitError
 IMAGE_COLUMNS = ["key", "prompt_id", "prompt", "seed", "scheduler", "steps", "nfe", "role", "seconds",
                  "path", "sha256", "width", "height", "flags"]
 _TMP_PREFIX = ".tmp-"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # read once: mkstemp creates 0600 files, published files get the usual 0666 & ~umask
 
 
 def atomic_write(path: Path, data: bytes) -> None:
     """Write to a temp file in the same folder, fsync, then rename: readers see old or new, never half."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()

@@ -227,7 +227,7 @@ def pareto_figure(data: RunData, metric: str) -> dict:
     traces.append((trace, {m: (clean(f[m]), clean(f["value"]),
                                [f"{ptext(s)} {int(k)} steps" for s, k in zip(f["scheduler"], f["steps"])])
                            for m, f in front.items()}))
-    layout = {"title": {"text": f"Speed vs quality · <b>{ptext(metric)}</b> ({kind_label(data, metric)})",
+    layout = {"title": {"text": f"Speed vs quality · <b>{ptext(metric)}</b>",
                         "y": 0.98, "font": {"size": 14}},
               "yaxis": {"title": {"text": f"{ptext(metric)} ({direction(data, metric)})"}}}
     return figure(traces, layout, modes)

@@ -13,7 +13,10 @@ import pandas as pd
 from ..errors import EvalkitError
 
 # Used only when summary.json has no min_steps tolerances (per-prompt view); stated in the page.
-DEFAULT_TOLERANCES = {"ssim": 0.02, "lpips": 0.05, "psnr": 1.0, "clip_score": 0.5}
+# The same defaults as evalkit.plateau (the min-steps rule); psnr is not gated there.
+DEFAULT_TOLERANCES = {"ssim": 0.05, "lpips": 0.05, "clip_score": 0.5}
+# Convergence metrics: the value of an image against itself (the reference), i.e. their plateau.
+PERFECT = {"ssim": 1.0, "lpips": 0.0, "psnr": 100.0}
 MAIN_METRICS = ("lpips", "ssim", "psnr")
 
 
@@ -53,6 +56,13 @@ class RunData:
 
     def higher_is_better(self, name: str) -> bool:
         return bool(self.metric_info(name).get("higher_is_better", True))
+
+    def perfect(self, name: str) -> float | None:
+        """The plateau of a convergence metric (its value at the reference); None for absolute metrics."""
+        info = self.metric_info(name)
+        if info.get("kind", "convergence") != "convergence":
+            return None
+        return info.get("perfect", PERFECT.get(name))
 
     def tolerance(self, name: str) -> tuple[float | None, str]:
         given = (self.summary.get("min_steps") or {}).get("tolerances", {})

@@ -29,6 +29,11 @@ def thumbnail(path: Path) -> str:
     return f"data:{FORMAT[1]};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
+def breakable(name: str) -> str:
+    """Escaped, with line-break opportunities after underscores (long scheduler names in narrow columns)."""
+    return escape(name).replace("_", "_<wbr>")
+
+
 def cell(data: RunData, row: pd.Series | None, label: str) -> str:
     if row is None:
         return '<td class="missing" title="not rendered">—</td>'
@@ -47,8 +52,8 @@ def pair_table(data: RunData, index: int, prompt: str, seed: int) -> str:
     lookup = {(r.scheduler, int(r.steps)): r for _, r in sweep.iterrows()}
     steps = sorted(int(s) for s in sweep["steps"].unique())
     schedulers = [s for s in data.schedulers if s in set(sweep["scheduler"])]
-    head = "".join(f"<th>{escape(s)}</th>" for s in schedulers)
-    head += "".join(f'<th class="ref">reference<br><small>{escape(r.scheduler)} · {int(r.steps)}</small></th>'
+    head = "".join(f"<th>{breakable(s)}</th>" for s in schedulers)
+    head += "".join(f'<th class="ref">reference<br><small>{breakable(r.scheduler)}<br>{int(r.steps)} steps</small></th>'
                     for _, r in refs.iterrows())
     body = []
     for i, step in enumerate(steps):

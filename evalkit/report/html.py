@@ -212,7 +212,8 @@ def grid_pairs(data: RunData, ranked) -> list[tuple[str, int, str]]:
     for prompt in order:
         seeds = sorted(data.sweep.loc[data.sweep["prompt"] == prompt, "seed"].unique())
         median = medians.get(prompt)
-        note = f" (plateaus ≈{fmt(median, '.3g')} steps)" if median is not None and median == median else ""
+        note = f" (plateaus at {steps_cell(median, int(data.sweep['steps'].max()))} steps)".replace("&gt;", ">") \
+            if median is not None and median == median else ""
         if seeds:
             pairs.append((prompt, int(seeds[0]), note))
     return pairs
@@ -223,22 +224,37 @@ def prompt_section(data: RunData, ranked, counter) -> str:
     if metric is None or ranked is None or ranked.empty:
         return "<p>No per-image scores in this run.</p>"
     tolerance, source = data.tolerance(metric)
-    tol_text = f"{fmt(tolerance)} ({esc(source)})" if tolerance is not None else "2% of the plateau value"
+    tol_text = (f"{fmt(tolerance)} ({esc(source)})" if tolerance is not None else
+                f"{fmt(prompts.effective_tolerance(data, metric))} (2% of the largest value: no tolerance is set)")
+    target = data.perfect(metric)
+    plateau = (f"the same-seed reference ({esc(metric)} {fmt(target)})" if target is not None
+               else "its value at the largest swept step count")
     judged = prompts.judged_schedulers(data, metric)
-    note = (f"Steps at which each prompt's <b>{esc(metric)}</b> (mean over seeds) gets and stays within {tol_text} of "
-            "its value at the largest swept step count; the median is over convergent schedulers "
-            f"({joined(judged)}). Hardest (latest) first; the chart highlights the three hardest.")
+    note = (f"Steps from which each prompt's mean <b>{esc(metric)}</b> (over seeds; the mean, not the CI bound the "
+            f"min-steps rule uses) gets and stays within {tol_text} of {plateau}; &gt;N: not there by the largest "
+            f"swept count. The median is over convergent schedulers ({joined(judged)}). Hardest (latest) first; "
+            "the chart highlights the three hardest.")
     return (f'<p class="note">{note}</p>' + chart(prompts.prompt_figure(data, metric, ranked), counter, "prompts",
                                                    metric) + ranking_table(data, ranked))
 
 
+def steps_cell(value: float, largest: int) -> str:
+    if value != value:
+        return "—"
+    return f"&gt;{largest}" if value == float("inf") else f"{value:.3g}"
+
+
 def ranking_table(data: RunData, ranked) -> str:
     schedulers = [s for s in data.schedulers if s in ranked.columns]
-    head = "".join(f"<th>{esc(s)}</th>" for s in schedulers)
+    judged = set(prompts.judged_schedulers(data, data.main_metric))
+    head = "".join(f"<th>{esc(s)}</th>" if s in judged else f'<th class="unjudged">{esc(s)}<br><small>not convergent'
+                   "</small></th>" for s in schedulers)
+    largest = int(data.sweep["steps"].max())
     rows = []
     for rank, row in ranked.iterrows():
-        cells = "".join(f"<td>{fmt(row[s], '.0f')}</td>" for s in schedulers)
+        cells = "".join(f"<td{'' if s in judged else ' class=unjudged'}>{steps_cell(row[s], largest)}</td>"
+                        for s in schedulers)
         rows.append(f'<tr><td>{rank + 1}</td><td class="prompt">{esc(row["prompt"])}</td>'
-                    f"<td><b>{fmt(row['median'], '.3g')}</b></td>{cells}</tr>")
+                    f"<td><b>{steps_cell(row['median'], largest)}</b></td>{cells}</tr>")
     return ('<div class="table-scroll"><table class="data ranking"><thead><tr><th>#</th><th>prompt</th>'
             f'<th>median steps</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')

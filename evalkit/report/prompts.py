@@ -16,18 +16,27 @@ def prompt_curves(data: RunData, metric: str) -> pd.DataFrame:
     return rows.groupby(["prompt_id", "prompt", "scheduler", "steps"], as_index=False)["value"].mean()
 
 
-def steps_to_plateau(curve: pd.DataFrame, tolerance: float | None) -> int | None:
-    """Smallest step count from which the curve stays within tolerance of its value at the largest steps."""
+def steps_to_plateau(curve: pd.DataFrame, tolerance: float, target: float | None, higher_is_better: bool) -> float:
+    """Smallest swept count from which the mean stays within tolerance of the plateau: `target` (the reference's
+    value, for convergence metrics) or the value at the largest swept count. inf: not within by the last count."""
     curve = curve.dropna(subset=["value"]).sort_values("steps")
     if curve.empty:
-        return None
-    plateau = float(curve["value"].iloc[-1])
-    tol = tolerance if tolerance is not None else 0.02 * abs(plateau)
-    within = (curve["value"] - plateau).abs().to_numpy() <= tol
+        return np.nan
+    plateau = float(curve["value"].iloc[-1]) if target is None else target
+    sign = 1.0 if higher_is_better else -1.0
+    within = (sign * (plateau - curve["value"])).to_numpy() <= tolerance + 1e-12
     first = len(within)
     while first > 0 and within[first - 1]:
         first -= 1
-    return int(curve["steps"].iloc[min(first, len(within) - 1)])
+    return float(curve["steps"].iloc[first]) if first < len(within) else np.inf
+
+
+def effective_tolerance(data: RunData, metric: str) -> float:
+    tolerance, _ = data.tolerance(metric)
+    if tolerance is not None:
+        return tolerance
+    values = data.set_scores.loc[data.set_scores["metric"] == metric, "value"].abs()
+    return 0.02 * float(values.max()) if len(values) else 0.0  # stated in the page: 2% of the largest value
 
 
 def judged_schedulers(data: RunData, metric: str) -> list[str]:
@@ -39,9 +48,10 @@ def judged_schedulers(data: RunData, metric: str) -> list[str]:
 def ranking(data: RunData, metric: str) -> pd.DataFrame:
     """One row per prompt: steps to plateau per scheduler and their median over convergent schedulers,
     hardest (latest) first."""
-    curves, (tolerance, _) = prompt_curves(data, metric), data.tolerance(metric)
+    curves, tolerance = prompt_curves(data, metric), effective_tolerance(data, metric)
+    target, hib = data.perfect(metric), data.higher_is_better(metric)
     table = (curves.groupby(["prompt_id", "prompt", "scheduler"])[["steps", "value"]]
-             .apply(lambda c: steps_to_plateau(c, tolerance)).unstack("scheduler"))
+             .apply(lambda c: steps_to_plateau(c, tolerance, target, hib)).unstack("scheduler"))
     judged = [s for s in judged_schedulers(data, metric) if s in table.columns]
     table = table[[s for s in data.schedulers if s in table.columns]]
     table["median"] = table[judged].median(axis=1) if judged else np.nan
