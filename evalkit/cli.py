@@ -135,6 +135,22 @@ def _merge_summary(folder: Path, update: dict) -> None:
 
 
 @app.command()
+def selftest(config: Optional[str] = _CONFIG, seeds: Optional[str] = _SEEDS, out: Optional[str] = _OUT,
+             progress: bool = typer.Option(False, help="Show a progress bar.")):
+    """Check the min-steps logic against the exact model's ground truth; exit 0 if every scheduler matches."""
+    from .runner import resolve_config
+    from .selftest import selftest as run_selftest
+
+    resolved = resolve_config(config, seeds=seeds, out=out or "reports/selftest")
+    rows, ok = run_selftest(resolved)
+    typer.echo(f"{'scheduler':<18}{'harness':>9}{'truth':>9}  match (within one swept step count)")
+    for row in rows:
+        typer.echo(f"{row['scheduler']:<18}{str(row['harness']):>9}{str(row['truth']):>9}  {'yes' if row['match'] else 'NO'}")
+    typer.echo("selftest passed" if ok else "selftest FAILED: the harness's minimum steps disagree with ground truth")
+    raise typer.Exit(0 if ok else 1)
+
+
+@app.command()
 def doctor():
     """Environment, devices, and per metric: the weight files it needs, where it looked, found or missing."""
     import os
