@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import platform
 import subprocess
@@ -67,6 +68,7 @@ def warnings_for(table: pd.DataFrame, config: SweepConfig) -> list[str]:
 def write_summary(run: RunDir, config: SweepConfig, device: str, result: ScoreResult, table: pd.DataFrame,
                   extra: dict[str, Any] | None = None) -> dict[str, Any]:
     summary = {
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "warnings": result.warnings + warnings_for(table, config),
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
         "device": device,

@@ -31,3 +31,18 @@ def tiny_sd_dir(tmp_path_factory) -> Path:
     from tiny_models import save_tiny_sd
 
     return save_tiny_sd(tmp_path_factory.mktemp("tiny_sd"))
+
+
+@pytest.fixture
+def evalkit_cli(monkeypatch, capsys):
+    """Run the `evalkit` entry point in-process: (exit code, stdout, stderr)."""
+    from evalkit.cli import main
+
+    def call(args):
+        monkeypatch.setattr(sys, "argv", ["evalkit", *args])
+        with pytest.raises(SystemExit) as info:
+            main()
+        captured = capsys.readouterr()
+        return info.value.code, captured.out, captured.err
+
+    return call

@@ -5,16 +5,6 @@ import sys
 
 import pytest
 
-from evalkit.cli import main
-
-
-def evalkit_cli(args, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["evalkit", *args])
-    with pytest.raises(SystemExit) as info:
-        main()
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
-
 
 @pytest.fixture
 def prompts(tmp_path):
@@ -57,7 +47,7 @@ CASES = ["missing toml", "invalid toml", "unknown key", "unknown scheduler", "in
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_bad_input_is_one_line_and_exit_2(case, tmp_path, prompts, monkeypatch, capsys):
+def test_bad_input_is_one_line_and_exit_2(case, tmp_path, prompts, evalkit_cli):
     if case == "output not writable" and os.geteuid() == 0:
         # root writes anywhere: point --out under a regular file instead, which no one can create
         blocker = tmp_path / "file"
@@ -65,25 +55,25 @@ def test_bad_input_is_one_line_and_exit_2(case, tmp_path, prompts, monkeypatch, 
         args, fragment = ["--prompts", prompts, "--out", str(blocker / "run")], "is not writable"
     else:
         args, fragment = bad_inputs(tmp_path, prompts)[case]
-    code, out, err = evalkit_cli(["run", *args], monkeypatch, capsys)
+    code, out, err = evalkit_cli(["run", *args])
     assert code == 2
     assert err.startswith("error: ") and fragment in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_unknown_flag_is_a_usage_error(monkeypatch, capsys):
-    code, _, err = evalkit_cli(["run", "--stepz", "4"], monkeypatch, capsys)
+def test_unknown_flag_is_a_usage_error(evalkit_cli):
+    code, _, err = evalkit_cli(["run", "--stepz", "4"])
     assert code == 2 and "No such option" in err
 
 
-def test_bad_input_after_a_run_loses_nothing(tmp_path, prompts, monkeypatch, capsys):
+def test_bad_input_after_a_run_loses_nothing(tmp_path, prompts, evalkit_cli):
     out = tmp_path / "run"
     args = ["run", "--prompts", prompts, "--out", str(out), "--steps", "1,2", "--seeds", "1", "--no-progress"]
-    assert evalkit_cli(args, monkeypatch, capsys)[0] == 0
+    assert evalkit_cli(args)[0] == 0
     before = sorted(p.name for p in (out / "images").iterdir())
-    assert evalkit_cli([*args, "--schedulers", "euler,flow_euler"], monkeypatch, capsys)[0] == 2
+    assert evalkit_cli([*args, "--schedulers", "euler,flow_euler"])[0] == 2
     assert sorted(p.name for p in (out / "images").iterdir()) == before
-    code, stdout, _ = evalkit_cli(args, monkeypatch, capsys)
+    code, stdout, _ = evalkit_cli(args)
     assert code == 0 and "rendered 0 new image(s)" in stdout
 
 

@@ -1,19 +1,9 @@
 """evalkit min-steps (exhaustive and adaptive) and evalkit selftest on the exact model."""
 import json
-import sys
 
 import pytest
 
-from evalkit.cli import main
-from evalkit.search import adaptive_min_steps, coarse_counts
-
-
-def cli(args, monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["evalkit", *args])
-    with pytest.raises(SystemExit) as info:
-        main()
-    captured = capsys.readouterr()
-    return info.value.code, captured.out, captured.err
+from evalkit.search import coarse_counts
 
 
 @pytest.fixture
@@ -28,15 +18,14 @@ def test_coarse_counts_are_geometric_and_leave_the_largest_for_last():
     assert coarse_counts([1, 2, 3, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50]) == [1, 3, 8, 20]
 
 
-def test_adaptive_search_finds_the_exhaustive_answer_for_a_fraction_of_the_nfe(config, tmp_path, monkeypatch, capsys):
-    code, out, _ = cli(["min-steps", str(config), "--out", str(tmp_path / "exhaustive")], monkeypatch, capsys)
+def test_adaptive_search_finds_the_exhaustive_answer_for_a_fraction_of_the_nfe(config, tmp_path, evalkit_cli):
+    code, out, _ = evalkit_cli(["min-steps", str(config), "--out", str(tmp_path / "exhaustive")])
     assert code == 0
     exhaustive = json.loads(out)
     assert exhaustive["dpmpp_2m_karras"]["min_steps"] < exhaustive["euler"]["min_steps"]
     assert exhaustive["euler_a"]["min_steps"] is None and "stochastic" in exhaustive["euler_a"]["why"]
 
-    code, out, err = cli(["min-steps", str(config), "--search", "adaptive", "--out", str(tmp_path / "adaptive")],
-                         monkeypatch, capsys)
+    code, out, err = evalkit_cli(["min-steps", str(config), "--search", "adaptive", "--out", str(tmp_path / "adaptive")])
     assert code == 0
     adaptive = json.loads(out)
     assert {s: e["min_steps"] for s, e in adaptive.items()} == {s: e["min_steps"] for s, e in exhaustive.items()}
@@ -47,19 +36,17 @@ def test_adaptive_search_finds_the_exhaustive_answer_for_a_fraction_of_the_nfe(c
     assert summary["cost"]["images_rendered"] < 2 * 2 * 7 * 13 + 2 * 2
 
 
-def test_a_tolerance_flag_changes_the_answer(config, tmp_path, monkeypatch, capsys):
+def test_a_tolerance_flag_changes_the_answer(config, tmp_path, evalkit_cli):
     out_dir = str(tmp_path / "run")
-    strict = json.loads(cli(["min-steps", str(config), "--out", out_dir, "--tolerance", "ssim=0.01"],
-                            monkeypatch, capsys)[1])
-    loose = json.loads(cli(["min-steps", str(config), "--out", out_dir, "--tolerance", "ssim=0.3"],
-                           monkeypatch, capsys)[1])
+    strict = json.loads(evalkit_cli(["min-steps", str(config), "--out", out_dir, "--tolerance", "ssim=0.01"])[1])
+    loose = json.loads(evalkit_cli(["min-steps", str(config), "--out", out_dir, "--tolerance", "ssim=0.3"])[1])
     assert loose["dpmpp_2m_karras"]["min_steps"] < strict["dpmpp_2m_karras"]["min_steps"]
-    code, _, err = cli(["min-steps", str(config), "--out", out_dir, "--search", "sideways"], monkeypatch, capsys)
+    code, _, err = evalkit_cli(["min-steps", str(config), "--out", out_dir, "--search", "sideways"])
     assert code == 2 and "unknown search 'sideways'" in err
 
 
-def test_selftest_agrees_with_ground_truth(config, tmp_path, monkeypatch, capsys):
-    code, out, _ = cli(["selftest", str(config), "--out", str(tmp_path / "selftest")], monkeypatch, capsys)
+def test_selftest_agrees_with_ground_truth(config, tmp_path, evalkit_cli):
+    code, out, _ = evalkit_cli(["selftest", str(config), "--out", str(tmp_path / "selftest")])
     print(out)
     assert code == 0 and "selftest passed" in out
     assert out.count(" yes") == 6  # the six deterministic schedulers of the default sweep

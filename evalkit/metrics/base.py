@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import torch
 
+from ..errors import EvalkitError
+
 IMAGE_PROMPT, IMAGE_REFERENCE, SET = "image+prompt", "image+reference", "set"
 CONVERGENCE, ALIGNMENT, REALISM = "convergence", "alignment", "realism"
 
@@ -77,6 +79,14 @@ class SetScorer(Protocol):
     def features(self, images: torch.Tensor) -> torch.Tensor: ...
 
     def compare(self, features: torch.Tensor, reference_features: torch.Tensor) -> float: ...
+
+
+def require_weights(weights: Sequence[WeightFile], metric: str) -> None:
+    """Refuse to build when a file is missing: the library's loader would otherwise download it."""
+    missing = [w for w in weights if not w.found()]
+    if missing:
+        where = "; ".join(f"{w.description} at {w.path()} (fetch: {w.fetch})" for w in missing)
+        raise EvalkitError(f"{metric}: missing weights, evalkit never downloads: {where}")
 
 
 def torch_home() -> Path:

@@ -32,7 +32,7 @@ import torch
 
 from ..errors import EvalkitError
 from . import register
-from .base import REALISM, SET, MetricOptions, MetricSpec, WeightFile, hub_checkpoint
+from .base import REALISM, SET, MetricOptions, MetricSpec, WeightFile, hub_checkpoint, require_weights
 
 FEATURE_DIM = 2048
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
@@ -77,14 +77,6 @@ def inception_weights(options: MetricOptions | None = None) -> list[WeightFile]:
     ]
 
 
-def _require_weights(weights: list[WeightFile], metric: str) -> None:
-    """Refuse to build when a file is missing: the library's loader would otherwise download it."""
-    missing = [w for w in weights if not w.found()]
-    if missing:
-        where = "; ".join(f"{w.description} at {w.path()} (fetch: {w.fetch})" for w in missing)
-        raise EvalkitError(f"{metric}: missing weights, evalkit never downloads: {where}")
-
-
 class _Precomputed(torch.nn.Module):
     """Identity "feature extractor" so torchmetrics' metrics accept features computed earlier."""
 
@@ -115,7 +107,7 @@ class InceptionFeatures:
 
         if options.backbone not in (None, "inception", "inception-v3-compat"):
             raise EvalkitError(f"{self.metric_name}: only the inception-v3-compat backbone is supported, got {options.backbone!r}")
-        _require_weights(inception_weights(options), self.metric_name)
+        require_weights(inception_weights(options), self.metric_name)
         self.device = torch.device(options.device)
         self.batch_size = max(1, int(options.batch_size))
         # Loaded once, through torch-fidelity's own path (torch.hub cache under TORCH_HOME).

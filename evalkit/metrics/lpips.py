@@ -19,7 +19,7 @@ import torch
 
 from ..errors import EvalkitError
 from . import register
-from .base import CONVERGENCE, IMAGE_REFERENCE, MetricOptions, MetricSpec, WeightFile, hub_checkpoint
+from .base import CONVERGENCE, IMAGE_REFERENCE, MetricOptions, MetricSpec, WeightFile, hub_checkpoint, require_weights
 
 LPIPS_VERSION = "0.1"
 DEFAULT_BACKBONE = "alex"
@@ -63,14 +63,6 @@ def lpips_weights(options: MetricOptions) -> list[WeightFile]:
     ]
 
 
-def _require_weights(weights: list[WeightFile], metric: str) -> None:
-    """Refuse to build when a file is missing: the library's loader would otherwise download it."""
-    missing = [w for w in weights if not w.found()]
-    if missing:
-        where = "; ".join(f"{w.description} at {w.path()} (fetch: {w.fetch})" for w in missing)
-        raise EvalkitError(f"{metric}: missing weights, evalkit never downloads: {where}")
-
-
 def to_lpips_range(images: torch.Tensor) -> torch.Tensor:
     """uint8 (B, 3, H, W) in [0, 255] -> float32 in [-1, 1]."""
     if images.dtype != torch.uint8:
@@ -87,7 +79,7 @@ class LPIPSScorer:
         import lpips as lpips_pkg
 
         self.backbone = _backbone(options)
-        _require_weights(lpips_weights(options), "lpips")
+        require_weights(lpips_weights(options), "lpips")
         self.device = torch.device(options.device)
         self.batch_size = max(1, int(options.batch_size))
         # Loaded once, through lpips' own path (pretrained linear layers + torchvision trunk from the hub cache).
