@@ -2,7 +2,7 @@
 
   stage / raw      render-stage wall time / the same batched pipeline calls made directly (goal <= 1.03)
   batched / single images per second with batch_size=8 vs one image per call
-  no-op rerun      seconds for a rerun of the finished sweep (renders nothing)
+  no-op rerun      seconds for a rerun of the finished render stage (renders nothing)
 
 usage: python bench/render_overhead.py [--prompts 4] [--seeds 2]
 """
@@ -50,11 +50,11 @@ def main() -> None:
         prompt_file.write_text("\n".join(PROMPTS) + "\n")
         config = load_config(prompts=str(prompt_file), seeds=str(args.seeds), out=str(Path(tmp) / "batched"))
         raw = raw_seconds(config, config.batch_size)
-        batched = evalkit.run(config)
+        batched = evalkit.render(config)
         noop_start = time.perf_counter()
-        rerun = evalkit.run(config)
+        rerun = evalkit.render(config)
         noop = time.perf_counter() - noop_start
-        single = evalkit.run(config, out=str(Path(tmp) / "single"), batch_size=1)
+        single = evalkit.render(config, out=str(Path(tmp) / "single"), batch_size=1)
     n = batched.stats.rendered
     print(f"images rendered: {n} (no-op rerun rendered {rerun.stats.rendered})")
     print(f"stage wall {batched.stats.seconds:.2f} s; pipeline calls inside it {batched.stats.pipeline_seconds:.2f} s; "
