@@ -135,6 +135,20 @@ def _merge_summary(folder: Path, update: dict) -> None:
 
 
 @app.command()
+def gate(baseline: Optional[str] = typer.Option(None, help="The run folder to compare against."),
+         candidate: str = typer.Option(..., help="The run folder being judged."),
+         rules: Optional[str] = typer.Option(None, help="Rules file (TOML); default: regressions and min steps."),
+         junit: Optional[str] = typer.Option(None, help="Write JUnit XML here (one testcase per rule)."),
+         markdown: Optional[str] = typer.Option(None, help="Write a PR-comment summary here."),
+         thresholds_only: bool = typer.Option(False, help="Judge the candidate on [[band]] rules alone.")):
+    """Release gate: exit 0 if every rule passes, 1 if any fails, 2 on bad input."""
+    from .gate import gate_main
+
+    raise typer.Exit(gate_main(baseline, candidate, rules=rules, junit=junit, markdown=markdown,
+                               thresholds_only=thresholds_only))
+
+
+@app.command()
 def selftest(config: Optional[str] = _CONFIG, seeds: Optional[str] = _SEEDS, out: Optional[str] = _OUT,
              progress: bool = typer.Option(False, help="Show a progress bar.")):
     """Check the min-steps logic against the exact model's ground truth; exit 0 if every scheduler matches."""
