@@ -129,13 +129,18 @@ def parse_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
+def read_toml(path: Path, what: str, without: str) -> dict[str, Any]:
+    """A TOML file's table, or a one-line error saying the file is missing or where its syntax breaks."""
     if not path.is_file():
-        raise EvalkitError(f"config file {path} not found: pass an existing .toml file or no file for the defaults")
+        raise EvalkitError(f"{what} {path} not found: pass an existing .toml file or {without}")
     try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise EvalkitError(f"{path} is not valid TOML ({exc}): fix the syntax") from None
+        raise EvalkitError(f"{what} {path} is not valid TOML ({exc}): fix the syntax") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    values = read_toml(path, "config file", "no file for the defaults")
     unknown = [k for k in values if k not in KEYS]
     if unknown:
         make_config(values, source=str(path))  # raises the unknown-key error naming the file

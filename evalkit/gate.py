@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +53,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .config import SweepConfig, load_config
+from .config import SweepConfig, load_config, read_toml
 from .errors import EvalkitError
 from .metrics import METRICS
 from .metrics.base import SET
@@ -250,12 +249,7 @@ def _cols(columns: set[tuple[str, int]]) -> str:
 def load_rules(path: str | Path) -> list[Rule]:
     """Parse and validate a rules file; every problem is a one-line EvalkitError naming the rule."""
     path = Path(path)
-    if not path.is_file():
-        raise EvalkitError(f"rules file {path} not found: pass an existing .toml file, or no --rules for the defaults")
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise EvalkitError(f"rules file {path} is not valid TOML ({exc}): fix the syntax") from None
+    data = read_toml(path, "rules file", "no --rules for the defaults")
     unknown = [k for k in data if k not in KINDS]
     if unknown:
         raise EvalkitError(f"unknown table {unknown[0]!r} in rules file {path}: use [[regression]], "
