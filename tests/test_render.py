@@ -1,6 +1,5 @@
 """Render stage on builtin:mixture: exact row counts, reproducible pixels, NFE, resume and locking."""
 import hashlib
-import os
 import signal
 import subprocess
 import sys

@@ -3,7 +3,6 @@ import json
 from importlib import metadata
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from PIL import Image
