@@ -59,7 +59,7 @@ from .metrics import METRICS
 from .metrics.base import SET
 from .plateau import DEFAULT_TOLERANCES
 from .stats import bootstrap_means
-from .store import atomic_write
+from .store import RunDir, atomic_write
 
 ALL = "*"
 N_BOOT, LEVEL, SEED = 2000, 0.95, 0
@@ -172,18 +172,16 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
 
 def load_run(path: str | Path) -> RunData:
     folder = Path(path)
-    for name in ("config.toml", "images.parquet", "scores.parquet", "set_scores.parquet", "summary.json"):
+    for name in ("config.toml", "images.parquet", "jobs.parquet", "scores.parquet", "set_scores.parquet",
+                 "summary.json"):
         if not (folder / name).is_file():
             raise EvalkitError(f"{folder} is not a scored run folder (no {name}): run `evalkit run` or "
                                f"`evalkit score {folder}` first")
     config = load_config(folder / "config.toml", out=str(folder))
-    images = pd.read_parquet(folder / "images.parquet")
-    scores = pd.read_parquet(folder / "scores.parquet")
-    sweep = images[(images.role == "sweep") & images.scheduler.isin(config.schedulers)
-                   & images.steps.isin(config.steps) & images.seed.isin(config.seeds)]
-    if len(scores):  # images.parquet is a cache of every sweep rendered here; the scored keys are this one
-        sweep = sweep[sweep.key.isin(set(scores.key))]
-    values = scores.merge(sweep[["key", *UNIT_COLUMN]], on="key")[[*UNIT_COLUMN, "metric", "value"]]
+    images = RunDir(folder).current_images()
+    sweep = images[images.role == "sweep"]
+    values = pd.read_parquet(folder / "scores.parquet").merge(sweep[["key", *UNIT_COLUMN]], on="key")
+    values = values[[*UNIT_COLUMN, "metric", "value"]]
     summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
     return RunData(folder, config, sweep, values, pd.read_parquet(folder / "set_scores.parquet"), summary)
 

@@ -43,10 +43,8 @@ class Run:
 
     @property
     def images(self) -> pd.DataFrame:
-        """One row per planned job (sweep and references), in plan order."""
-        table = RunDir(self.dir).read_images().set_index("key")
-        keys = [job.key for job in self.jobs if job.key in table.index]
-        return table.loc[keys].reset_index()
+        """One row per rendered job of this sweep (sweep and references), in plan order."""
+        return RunDir(self.dir).current_images()
 
 
 def resolve_config(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None,
@@ -92,6 +90,7 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
     with run_dir.lock():
         resolved = save_config(run_dir, config)
         jobs = plan_jobs(config, model, prompts)
+        run_dir.write_jobs([job.key for job in jobs])
         stats = render_jobs(run_dir, model, jobs, RenderSettings.resolve(config, model),
                             config.batch_size, progress=progress)
     return Run(dir=run_dir.path, config=resolved, jobs=jobs, stats=stats)

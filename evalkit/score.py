@@ -52,7 +52,8 @@ def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: 
         spec = METRICS.get(name)
         options = MetricOptions(device=device, batch_size=batch_size, backbone=config.backbones.get(name))
         result.metrics[name] = {"inputs": spec.inputs, "kind": spec.kind, "higher_is_better": spec.higher_is_better,
-                                "backbone": options.backbone or spec.backbone, "preprocessing": spec.preprocessing}
+                                "backbone": options.backbone or spec.backbone, "preprocessing": spec.preprocessing,
+                                "perfect": spec.perfect}
         missing = spec.missing_weights(options)
         if missing:
             result.skipped[name] = "missing weights: " + "; ".join(

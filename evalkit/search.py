@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-import pandas as pd
 
 from .config import SweepConfig
 from .metrics import METRICS
@@ -53,11 +52,12 @@ class _Evaluator:
         self.run = RunDir(config.run_dir())
         self.metrics = [m for m in tolerances if METRICS.get(m).inputs != SET]
         self.rendered = 0
-        self.rows: list[pd.DataFrame] = []
+        self.keys: dict[str, None] = {}  # every job evaluated, in order: the folder's sweep afterwards
 
     def evaluate(self, scheduler: str, counts: list[int]) -> dict[str, Any]:
         config = dataclasses.replace(self.config, schedulers=(scheduler,), steps=tuple(sorted(counts)))
         jobs = plan_jobs(config, self.model, self.prompts)
+        self.keys.update(dict.fromkeys(j.key for j in jobs))
         stats = render_jobs(self.run, self.model, jobs, RenderSettings.resolve(config, self.model),
                             config.batch_size, progress=False)
         self.rendered += stats.rendered
@@ -85,6 +85,7 @@ def adaptive_min_steps(config: SweepConfig | str | None = None, tolerances: dict
         save_config(run_dir, config)
         for scheduler in dict.fromkeys(get_scheduler(s).name for s in config.schedulers):
             results[scheduler] = _search_one(evaluator, scheduler, steps)
+        run_dir.write_jobs(list(evaluator.keys))
     exhaustive_nfe = sum(nfe_of(s, n, model) for s in results for n in steps) * len(evaluator.prompts) * \
         len(config.seeds)
     searched_nfe = sum(nfe_of(s, n, model) for s, r in results.items() for n in r["evaluated_steps"]) * \

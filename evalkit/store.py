@@ -46,6 +46,7 @@ class RunDir:
         self.path = Path(path)
         self.images_dir = self.path / "images"
         self.images_table = self.path / "images.parquet"
+        self.jobs_table = self.path / "jobs.parquet"  # the current sweep's keys, in plan order
         self.config_file = self.path / "config.toml"
 
     def prepare(self) -> None:
@@ -94,3 +95,17 @@ class RunDir:
 
     def write_images(self, table: pd.DataFrame) -> None:
         atomic_write_table(self.images_table, table[IMAGE_COLUMNS])
+
+    def write_jobs(self, keys: list[str]) -> None:
+        atomic_write_table(self.jobs_table, pd.DataFrame({"key": keys}))
+
+    def current_images(self) -> pd.DataFrame:
+        """The rendered rows of the current sweep (and its references), in plan order.
+
+        images.parquet indexes every image ever rendered in the folder; jobs.parquet says which of them
+        the sweep in config.toml is made of, so readers need no model to tell them apart.
+        """
+        if not self.jobs_table.is_file():
+            raise EvalkitError(f"{self.path} has no jobs.parquet: run `evalkit render {self.path}` first")
+        keys = pd.read_parquet(self.jobs_table)
+        return keys.merge(self.read_images(), on="key", how="inner")[IMAGE_COLUMNS]

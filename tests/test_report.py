@@ -251,5 +251,6 @@ def test_stale_rows_from_older_sweeps_are_left_out(run_dir, tmp_path):
 def test_missing_scores_is_a_clear_error(tmp_path):
     (tmp_path / "config.toml").write_text('model = "builtin:mixture"\n')
     pd.DataFrame({"key": []}).to_parquet(tmp_path / "images.parquet")
+    pd.DataFrame({"key": []}).to_parquet(tmp_path / "jobs.parquet")  # rendered, not scored
     with pytest.raises(evalkit.errors.EvalkitError, match="evalkit score"):
         write_report(tmp_path)

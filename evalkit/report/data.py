@@ -11,12 +11,9 @@ from typing import Any
 import pandas as pd
 
 from ..errors import EvalkitError
+from ..plateau import DEFAULT_TOLERANCES  # per-prompt view when min_steps was not computed
+from ..store import RunDir
 
-# Used only when summary.json has no min_steps tolerances (per-prompt view); stated in the page.
-# The same defaults as evalkit.plateau (the min-steps rule); psnr is not gated there.
-DEFAULT_TOLERANCES = {"ssim": 0.05, "lpips": 0.05, "clip_score": 0.5}
-# Convergence metrics: the value of an image against itself (the reference), i.e. their plateau.
-PERFECT = {"ssim": 1.0, "lpips": 0.0, "psnr": 100.0}
 MAIN_METRICS = ("lpips", "ssim", "psnr")
 
 
@@ -62,7 +59,7 @@ class RunData:
         info = self.metric_info(name)
         if info.get("kind", "convergence") != "convergence":
             return None
-        return info.get("perfect", PERFECT.get(name))
+        return info.get("perfect")
 
     def tolerance(self, name: str) -> tuple[float | None, str]:
         given = (self.summary.get("min_steps") or {}).get("tolerances", {})
@@ -86,7 +83,7 @@ class RunData:
 
 def load_run(run_dir: Path) -> RunData:
     run_dir = Path(run_dir)
-    for name in ("config.toml", "images.parquet"):
+    for name in ("config.toml", "images.parquet", "jobs.parquet"):
         if not (run_dir / name).is_file():
             raise EvalkitError(f"{run_dir} has no {name}: pass a run folder made by `evalkit run`")
     for name in ("summary.json", "set_scores.parquet"):
@@ -96,32 +93,14 @@ def load_run(run_dir: Path) -> RunData:
     summary = json.loads((run_dir / "summary.json").read_text())
     scores_file = run_dir / "scores.parquet"
     scores = pd.read_parquet(scores_file) if scores_file.is_file() else pd.DataFrame(columns=["key", "metric", "value"])
-    images = current_images(pd.read_parquet(run_dir / "images.parquet"), config, set(scores["key"]))
+    images = RunDir(run_dir).current_images()
+    images["flags"] = images["flags"].fillna("").astype(str)
     set_scores = pd.read_parquet(run_dir / "set_scores.parquet")
     if "flags" not in set_scores.columns:
         set_scores["flags"] = ""
     set_scores["flags"] = set_scores["flags"].fillna("").astype(str)
     scores = scores.merge(images[["key", "prompt_id", "prompt", "seed", "scheduler", "steps"]], on="key")
     return RunData(run_dir, config, summary, images, scores, set_scores, metric_order(set_scores, summary))
-
-
-def current_images(table: pd.DataFrame, config: dict[str, Any], scored: set[str]) -> pd.DataFrame:
-    """images.parquet indexes every image ever rendered in the folder: keep this sweep's rows and their
-    references (sweep rows that were scored, or match config.toml when nothing was scored)."""
-    sweep = table[(table["role"] == "sweep")
-                  & table["scheduler"].isin(config.get("schedulers", table["scheduler"].unique()))
-                  & table["steps"].isin(config.get("steps", table["steps"].unique()))
-                  & table["seed"].isin(config.get("seeds", table["seed"].unique()))]
-    if scored:
-        sweep = sweep[sweep["key"].isin(scored)]
-    pairs = set(zip(sweep["prompt"], sweep["seed"]))
-    refs = table[table["role"] == "reference"]
-    if "reference_steps" in config:
-        refs = refs[refs["steps"] == config["reference_steps"]]
-    refs = refs[[pair in pairs for pair in zip(refs["prompt"], refs["seed"])]]
-    out = pd.concat([sweep, refs], ignore_index=True).drop_duplicates("key")
-    out["flags"] = out["flags"].fillna("").astype(str)
-    return out.reset_index(drop=True)
 
 
 def metric_order(set_scores: pd.DataFrame, summary: dict[str, Any]) -> list[str]:
