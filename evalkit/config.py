@@ -48,6 +48,11 @@ class SweepConfig:
     fid_reference: str = "references"
     # gating metric -> tolerance for minimum useful steps; empty = the documented defaults (plateau.py)
     tolerances: dict[str, float] = field(default_factory=dict)
+    # where render and score run (executors.py); none of these change a result, only how fast it comes
+    backend: str = "local"  # local | ray
+    ray_address: str | None = None  # None: start a local Ray; "auto" or HOST:PORT: join that cluster
+    workers: int | None = None  # Ray workers (model/backbone replicas); None: one per CPU, or per GPU share
+    gpus_per_worker: float = 0.0
 
     def run_dir(self) -> Path:
         if self.out:
@@ -88,7 +93,7 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
         v["steps"] = tuple(sorted(set(_positive_ints("steps", v["steps"]))))
     if "seeds" in v:
         v["seeds"] = _seeds(v["seeds"])
-    for name in ("batch_size", "reference_steps", "size"):
+    for name in ("batch_size", "reference_steps", "size", "workers"):
         if v.get(name) is not None:
             v[name] = _positive_ints(name, [v[name]])[0]
     if "backbones" in v:
@@ -97,8 +102,19 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
         v["tolerances"] = _tolerances(v["tolerances"])
     if v.get("guidance") is not None:
         v["guidance"] = _number("guidance", v["guidance"])
+    if "gpus_per_worker" in v:
+        v["gpus_per_worker"] = _number("gpus_per_worker", v["gpus_per_worker"])
+        if v["gpus_per_worker"] < 0:
+            raise EvalkitError(f"gpus_per_worker must be >= 0, got {v['gpus_per_worker']:g}: e.g. 1, or 0.5 to share a GPU")
+    if v.get("backend") is not None:
+        from .executors import EXECUTORS
+
+        if str(v["backend"]).lower() not in EXECUTORS.names():
+            raise EvalkitError(f"unknown backend {v['backend']!r}: use {' or '.join(EXECUTORS.names())} "
+                               "(--backend ray needs `pip install 'evalkit[ray]'`)")
+        v["backend"] = str(v["backend"]).lower()
     for name in ("model", "prompts", "out", "device", "dtype", "negative_prompt", "reference_scheduler",
-                 "revision", "variant", "fid_reference"):
+                 "revision", "variant", "fid_reference", "backend", "ray_address"):
         if v.get(name) is not None and not isinstance(v[name], str):
             raise EvalkitError(f"{name} must be a string, got {v[name]!r}: quote it in the TOML file")
     config = SweepConfig(**v)

@@ -1,18 +1,20 @@
 """Stage 1: render the jobs that have no image yet, in batches, counting NFE and seconds per image.
 
-Each finished batch is durable before the next starts: PNGs are written atomically, then the
-images table is rewritten atomically with their rows. A run killed at any point therefore loses
-at most the batch in flight, and a rerun renders exactly the jobs whose rows are missing.
+Workers (this process, or Ray actors: executors.py) render and encode; the driver alone writes the
+run folder. Each finished batch is durable before it counts: PNGs are written atomically, then
+their rows are appended to the images table's journal. A run killed at any point therefore loses
+at most the batches in flight, and a rerun renders exactly the jobs whose rows are missing.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import io
 import itertools
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +24,11 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .models import Model
+from .executors import LocalExecutor
+from .models import LoadOptions, Model, load_model, resolve_device
 from .plan import RenderJob, RenderSettings
 from .schedulers import build_scheduler, get_scheduler
-from .store import IMAGE_COLUMNS, RunDir, atomic_write
+from .store import RunDir, atomic_write
 
 BLANK_RANGE = 2  # an image whose pixel values span <= 2/255 carries no picture
 
@@ -35,7 +38,21 @@ class RenderStats:
     planned: int
     rendered: int  # images rendered by this call (0 on a finished sweep)
     seconds: float  # wall time of this call's rendering
-    pipeline_seconds: float  # time inside the pipeline calls alone
+    pipeline_seconds: float  # time inside the pipeline calls alone (summed over workers)
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One rendered image as a worker hands it to the driver: PNG bytes and what the row records."""
+
+    job: RenderJob
+    png: bytes
+    nfe: int
+    seconds: float  # the batch's pipeline seconds / its size
+    flags: str
+    width: int
+    height: int
 
 
 class CallCounter:
@@ -52,48 +69,63 @@ class CallCounter:
         self._handle.remove()
 
 
-def render_jobs(run: RunDir, model: Model, jobs: list[RenderJob], settings: RenderSettings,
-                batch_size: int, progress: bool = True) -> RenderStats:
-    table = run.read_images()
-    done = set(table["key"])
+class Renderer:
+    """One model replica: a batch of jobs in, PNG bytes out. What the local process or each Ray worker holds."""
+
+    def __init__(self, model: Model, settings: RenderSettings):
+        self.model, self.settings = model, settings
+        self.counter = CallCounter(model.denoiser)
+
+    @classmethod
+    def load(cls, spec: str, options: LoadOptions, settings: RenderSettings) -> Renderer:
+        """Load the model on this worker (device "auto" resolved here: the worker's GPU, not the driver's)."""
+        return cls(load_model(spec, dataclasses.replace(options, device=resolve_device(options.device))), settings)
+
+    def render(self, batch: list[RenderJob]) -> tuple[list[Encoded], float]:
+        images, nfe, seconds = _call_pipeline(self.model, batch, self.settings, self.counter)
+        return [_encode(job, image, nfe, seconds / len(batch)) for job, image in zip(batch, images)], seconds
+
+
+def renderer_for(executor: Any, model: Model, settings: RenderSettings, options: LoadOptions) -> Callable[[], Renderer]:
+    """How the executor's workers get a Renderer: this process reuses the loaded model; Ray workers load
+    their own replica from the spec (`options.device` unresolved, so "auto" picks each worker's GPU)."""
+    if isinstance(executor, LocalExecutor):
+        return lambda: Renderer(model, settings)
+    return functools.partial(Renderer.load, model.spec, options, settings)
+
+
+def render_jobs(run: RunDir, jobs: list[RenderJob], renderer: Callable[[], Renderer], batch_size: int,
+                executor: Any = None, progress: bool = True) -> RenderStats:
+    """Render the jobs without a row in the images table, batch by batch on the executor's workers.
+
+    The driver saves every finished batch before it counts as done (PNGs, then their rows appended to
+    the table's journal), whatever worker rendered it: a killed run or worker loses at most the
+    batches in flight, and a rerun (with any number of workers) renders exactly the missing jobs.
+    """
+    executor = executor or LocalExecutor()
+    run.compact_images()  # folds a killed run's journal (and drops a line torn mid-append)
+    done = set(run.read_images()["key"])
     todo = [job for job in jobs if job.key not in done]
-    stats = RenderStats(planned=len(jobs), rendered=0, seconds=0.0, pipeline_seconds=0.0)
+    stats = RenderStats(planned=len(jobs), rendered=0, seconds=0.0, pipeline_seconds=0.0, workers=executor.workers)
     if not todo:
         return stats
-    saved = [table]  # the table so far; the writer appends one frame per batch
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="img", desc="render", disable=not progress,
                dynamic_ncols=True)
     start = time.perf_counter()
-    counter = CallCounter(model.denoiser)
-    # One writer thread saves batch i (PNG encoding, fsync, table rewrite) while batch i+1 renders;
-    # it runs saves in order, so the table never lists an image whose PNG is not yet on disk.
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-writer")
-    pending: Future | None = None
     try:
-        for batch in _batches(todo, batch_size):
-            images, nfe, seconds = _call_pipeline(model, batch, settings, counter)
+        batches = ((None, (batch,)) for batch in _batches(todo, batch_size))
+        for _, (encoded, seconds) in executor.map(renderer, "render", batches):
+            fresh = [e for e in encoded if e.job.key not in done]  # a retried batch is saved once
+            run.append_images([_save_image(run, e) for e in fresh])
+            done.update(e.job.key for e in fresh)
             stats.pipeline_seconds += seconds
-            if pending is not None:
-                pending.result()  # surface a failed save now; keeps at most one batch in flight
-            pending = writer.submit(_save_batch, run, batch, images, nfe, seconds, saved)
-            stats.rendered += len(batch)
-            bar.update(len(batch))
-        if pending is not None:
-            pending.result()
+            stats.rendered += len(fresh)
+            bar.update(len(fresh))
     finally:
-        writer.shutdown(wait=True)  # on Ctrl-C too: a rendered batch is still saved
-        counter.close()
+        run.compact_images()
         bar.close()
     stats.seconds = time.perf_counter() - start
     return stats
-
-
-def _save_batch(run: RunDir, batch: list[RenderJob], images: list[Any], nfe: int, seconds: float,
-                saved: list[pd.DataFrame]) -> None:
-    rows = [_save_image(run, job, image, nfe, seconds / len(batch)) for job, image in zip(batch, images)]
-    new = pd.DataFrame(rows, columns=IMAGE_COLUMNS)
-    saved[0] = new if saved[0].empty else pd.concat([saved[0], new], ignore_index=True)
-    run.write_images(saved[0])
 
 
 def _batches(jobs: list[RenderJob], size: int) -> Iterator[list[RenderJob]]:
@@ -129,18 +161,23 @@ def _call_pipeline(model: Model, batch: list[RenderJob], settings: RenderSetting
     return list(images), counter.calls - calls_before, seconds
 
 
-def _save_image(run: RunDir, job: RenderJob, image: Any, nfe: int, seconds: float) -> dict[str, Any]:
+def _encode(job: RenderJob, image: Any, nfe: int, seconds: float) -> Encoded:
     pixels, flags = _to_uint8(image)
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
-    data = buffer.getvalue()
+    return Encoded(job, buffer.getvalue(), nfe, seconds, ",".join(flags), pixels.shape[1], pixels.shape[0])
+
+
+def _save_image(run: RunDir, encoded: Encoded) -> dict[str, Any]:
+    job = encoded.job
     path = run.images_dir / f"{job.key}.png"
-    atomic_write(path, data)
+    atomic_write(path, encoded.png)
     return {
         "key": job.key, "prompt_id": job.prompt_id, "prompt": job.prompt, "seed": job.seed,
-        "scheduler": job.scheduler, "steps": job.steps, "nfe": nfe, "role": job.role, "seconds": seconds,
-        "path": str(path.relative_to(run.path)), "sha256": hashlib.sha256(data).hexdigest(),
-        "width": pixels.shape[1], "height": pixels.shape[0], "flags": ",".join(flags),
+        "scheduler": job.scheduler, "steps": job.steps, "nfe": encoded.nfe, "role": job.role,
+        "seconds": encoded.seconds, "path": str(path.relative_to(run.path)),
+        "sha256": hashlib.sha256(encoded.png).hexdigest(), "width": encoded.width, "height": encoded.height,
+        "flags": encoded.flags,
     }
 
 

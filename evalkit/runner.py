@@ -12,11 +12,12 @@ import pandas as pd
 from .config import SweepConfig, load_config, make_config, to_toml
 from .errors import EvalkitError
 from .metrics import METRICS
-from .models import LoadOptions, Model, load_model
+from .models import LoadOptions, Model, load_model, resolve_device
 from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs
 from .plateau import summarize_plateau
 from .prompts import load_prompts
-from .render import RenderStats, render_jobs
+from .executors import make_executor
+from .render import RenderStats, render_jobs, renderer_for
 from .score import ScoreResult, score_images
 from .summary import summarize_scores, write_summary
 from .store import RunDir, atomic_write
@@ -57,22 +58,14 @@ def resolve_config(config: SweepConfig | dict[str, Any] | str | os.PathLike | No
     return load_config(config, **overrides)
 
 
-def resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
+def load_options(config: SweepConfig, device: str | None = None) -> LoadOptions:
+    return LoadOptions(device=device or resolve_device(config.device), dtype=config.dtype,
+                       revision=config.revision, variant=config.variant)
 
 
 def load_sweep_model(config: SweepConfig) -> Model:
-    options = LoadOptions(device=resolve_device(config.device), dtype=config.dtype,
-                          revision=config.revision, variant=config.variant)
-    model = load_model(config.model, options)
+    """The model as the driver needs it: identity and scheduler config for planning (the pipeline is lazy)."""
+    model = load_model(config.model, load_options(config))
     check_sweep(config, model)
     return model
 
@@ -91,8 +84,10 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
         resolved = save_config(run_dir, config)
         jobs = plan_jobs(config, model, prompts)
         run_dir.write_jobs([job.key for job in jobs])
-        stats = render_jobs(run_dir, model, jobs, RenderSettings.resolve(config, model),
-                            config.batch_size, progress=progress)
+        executor = make_executor(config)
+        settings = RenderSettings.resolve(config, model)
+        renderer = renderer_for(executor, model, settings, load_options(config, device=config.device))
+        stats = render_jobs(run_dir, jobs, renderer, config.batch_size, executor, progress=progress)
     return Run(dir=run_dir.path, config=resolved, jobs=jobs, stats=stats)
 
 
@@ -103,15 +98,17 @@ def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None
     config = result.config
     run_dir = RunDir(result.dir)
     names = list(config.metrics) or METRICS.names()
-    device = resolve_device(config.device)
+    device = resolve_device(config.device) if config.backend == "local" else f"{config.device} (on each worker)"
+    executor = make_executor(config)
     with run_dir.lock():
         images = result.images
-        outcome = score_images(run_dir, images, config, names, device, config.batch_size)
+        outcome = score_images(run_dir, images, config, names, executor)
         table = summarize_scores(run_dir, images, config, outcome)
         values = outcome.scores.merge(images[["key", "prompt_id", "seed", "scheduler", "steps"]], on="key")
         plateau = summarize_plateau(table, values, images, config.tolerances or None)
         summary = write_summary(run_dir, config, device, outcome, table,
-                                extra={"render": dataclasses.asdict(result.stats), "min_steps": plateau})
+                                extra={"render": dataclasses.asdict(result.stats), "min_steps": plateau,
+                                       "execution": {"backend": executor.name, "workers": executor.workers}})
     outcome.warnings = summary["warnings"]  # the stage's own (truncated prompts) plus small n, stochastic samplers
     result.score = outcome
     return result

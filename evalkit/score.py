@@ -7,6 +7,8 @@ or seeds compute only their new images; a change of backbone starts a new cache.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -22,8 +24,10 @@ from PIL import Image
 
 from .config import SweepConfig
 from .errors import EvalkitError
+from .executors import LocalExecutor
 from .metrics import METRICS
 from .metrics.base import IMAGE_PROMPT, IMAGE_REFERENCE, SET, MetricOptions, MetricSpec
+from .models import resolve_device
 from .plan import REFERENCE, SWEEP, reference_scheduler
 from .store import RunDir, atomic_write, atomic_write_table
 
@@ -43,14 +47,16 @@ class ScoreResult:
     warnings: list[str] = field(default_factory=list)  # filled by the summary: small n, stochastic samplers
 
 
-def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: list[str], device: str,
-                 batch_size: int) -> ScoreResult:
+def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: list[str],
+                 executor: Any = None) -> ScoreResult:
+    """Score on the executor's workers (default: this process); the driver reads images and writes caches."""
+    executor = executor or LocalExecutor()
     result = ScoreResult(scores=pd.DataFrame(columns=SCORE_COLUMNS))
     pairs = with_references(images, config)
     frames = []
     for name in names:
         spec = METRICS.get(name)
-        options = MetricOptions(device=device, batch_size=batch_size, backbone=config.backbones.get(name))
+        options = MetricOptions(device=config.device, batch_size=config.batch_size, backbone=config.backbones.get(name))
         result.metrics[name] = {"inputs": spec.inputs, "kind": spec.kind, "higher_is_better": spec.higher_is_better,
                                 "backbone": options.backbone or spec.backbone, "preprocessing": spec.preprocessing,
                                 "perfect": spec.perfect}
@@ -59,14 +65,14 @@ def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: 
             result.skipped[name] = "missing weights: " + "; ".join(
                 f"{w.description} at {w.path()} (fetch: {w.fetch})" for w in missing)
         elif spec.inputs == SET:
-            outcome = _set_metric(spec, run, images, config, options)
+            outcome = _set_metric(spec, run, images, config, options, executor)
             if isinstance(outcome, str):
                 result.skipped[name] = outcome
             else:
                 result.set_scores[name], result.computed[name] = outcome
         else:
             frame, result.computed[name], truncated = _image_metric(spec, run, images, pairs, options,
-                                                                    result.metrics[name])
+                                                                    result.metrics[name], executor)
             frames.append(frame)
             if truncated:
                 result.warnings.append(f"{name}: {len(truncated)} prompt(s) longer than the text encoder's context "
@@ -87,7 +93,7 @@ def with_references(images: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
 
 
 def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd.DataFrame, options: MetricOptions,
-                  facts: dict[str, Any]) -> tuple[pd.DataFrame, int, list[str]]:
+                  facts: dict[str, Any], executor: Any) -> tuple[pd.DataFrame, int, list[str]]:
     """Per-image values, computed only for contents not in the cache; the backbone is built only if needed.
     Also returns this sweep's prompts the scorer had to truncate (kept beside the cache for reruns)."""
     if spec.inputs == IMAGE_REFERENCE:
@@ -101,22 +107,21 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
     cache_file = run.path / "cache" / "scores" / f"{spec.name}-{_digest(json.dumps(facts, sort_keys=True))}.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     todo = rows[~rows.content.isin(cache.keys())].drop_duplicates("content")
-    scorer = spec.build(options) if len(todo) else None
-    for i, chunk in enumerate(_chunks(todo, options.batch_size), start=1):
-        with torch.no_grad():
-            batch = load_images(run.path / p for p in chunk.path)
-            if spec.inputs == IMAGE_REFERENCE:
-                values = scorer.score(batch, load_images(run.path / p for p in chunk.reference_path))
-            else:
-                values = scorer.score(batch, list(chunk.prompt))
-        cache.update(zip(chunk.content, (float(v) for v in values)))
+    chunks = ((list(chunk.content), (_read(run, chunk.path), _read(run, chunk.reference_path)
+                                     if spec.inputs == IMAGE_REFERENCE else list(chunk.prompt)))
+              for chunk in _chunks(todo, options.batch_size))
+    truncated_now: set[str] = set()
+    for i, (contents, (values, truncated_prompts)) in enumerate(
+            executor.map(functools.partial(MetricWorker, spec.name, options), "score", chunks), start=1):
+        cache.update(zip(contents, values))
+        truncated_now.update(truncated_prompts)
         if i % CHECKPOINT_EVERY == 0:
             _write_json(cache_file, cache)
     notes_file = cache_file.with_suffix(".truncated.json")
     truncated = set(json.loads(notes_file.read_text())) if notes_file.is_file() else set()
     if len(todo):
         _write_json(cache_file, cache)
-        truncated |= set(getattr(scorer, "truncated_prompts", ()))
+        truncated |= truncated_now
         if truncated:
             atomic_write(notes_file, json.dumps(sorted(truncated)).encode())
     frame = pd.DataFrame({"key": rows.key.to_numpy(), "metric": spec.name, "value": rows.content.map(cache).to_numpy()})
@@ -124,7 +129,7 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
 
 
 def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: SweepConfig,
-                options: MetricOptions) -> tuple[pd.DataFrame, int] | str:
+                options: MetricOptions, executor: Any) -> tuple[pd.DataFrame, int] | str:
     """Each (scheduler, steps) image set vs the target set, with a paired bootstrap over (prompt, seed) units."""
     target = config.fid_reference
     store = FeatureStore(run.path / "cache" / "features" / _digest(spec.features or spec.backbone + spec.preprocessing))
@@ -148,7 +153,7 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
             raise EvalkitError(f"fid_reference {target} is not 'references', an .npz with mu/sigma, or a folder "
                                "with at least 2 images: point it at one of those")
         files += [(hashlib.sha256(data).hexdigest(), path) for data, path in folder]
-    computed = store.compute(spec, options, files)
+    computed = store.compute(spec, options, files, executor)
     if target != "references" and stats is None:
         fixed = store.load([sha for sha, _ in files[len(sweep):]])
     reference = references.groupby(["prompt_id", "seed"]).sha256.first()
@@ -183,36 +188,67 @@ class FeatureStore:
     def path(self, sha: str) -> Path:
         return self.folder / f"{sha}.npy"
 
-    def compute(self, spec: MetricSpec, options: MetricOptions, files: list[tuple[str, Path]]) -> int:
-        """Features for the files not yet stored; images of different sizes go in separate batches."""
+    def compute(self, spec: MetricSpec, options: MetricOptions, files: list[tuple[str, Path]],
+                executor: Any = None) -> int:
+        """Features for the files not yet stored, on the executor's workers (one backbone replica each);
+        images of different sizes go in separate batches."""
+        executor = executor or LocalExecutor()
         self.folder.mkdir(parents=True, exist_ok=True)
         todo = {sha: path for sha, path in files if not self.path(sha).is_file()}
         if not todo:
             return 0
-        scorer = spec.build(options)
         by_size: dict[tuple[int, int], list[tuple[str, Path]]] = {}
         for sha, path in todo.items():
             with Image.open(path) as image:
                 by_size.setdefault(image.size, []).append((sha, path))
-        for group in by_size.values():
-            for start in range(0, len(group), options.batch_size):
-                chunk = group[start:start + options.batch_size]
-                with torch.no_grad():
-                    features = scorer.features(load_images(p for _, p in chunk))
-                for (sha, _), row in zip(chunk, features.double().cpu().numpy()):
-                    buffer = io.BytesIO()
-                    np.save(buffer, row)
-                    atomic_write(self.path(sha), buffer.getvalue())
+        chunks = (([sha for sha, _ in group[start:start + options.batch_size]],
+                   ([p.read_bytes() for _, p in group[start:start + options.batch_size]],))
+                  for group in by_size.values() for start in range(0, len(group), options.batch_size))
+        for shas, features in executor.map(functools.partial(MetricWorker, spec.name, options), "features", chunks):
+            for sha, row in zip(shas, features):
+                buffer = io.BytesIO()
+                np.save(buffer, row)
+                atomic_write(self.path(sha), buffer.getvalue())
         return len(todo)
 
     def load(self, shas) -> np.ndarray:
         return np.stack([np.load(self.path(sha)) for sha in shas])
 
 
-def load_images(paths: Iterable[Path]) -> torch.Tensor:
-    """Image files -> uint8 (B, 3, H, W), as stored; metrics own their preprocessing."""
-    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+class MetricWorker:
+    """One backbone replica (in this process or on a Ray worker): encoded images in, values or features out.
+
+    Images travel as PNG bytes, so workers need no access to the run folder."""
+
+    def __init__(self, name: str, options: MetricOptions):
+        # device "auto" is resolved where the backbone runs: each Ray worker's own GPU
+        self.scorer = METRICS.get(name).build(dataclasses.replace(options, device=resolve_device(options.device)))
+
+    def score(self, images: list[bytes], others: list[bytes] | list[str]) -> tuple[list[float], list[str]]:
+        """Per-image values against references (bytes) or prompts (str), and the prompts truncated so far."""
+        with torch.no_grad():
+            batch = decode_images(images)
+            values = self.scorer.score(batch, others if isinstance(others[0], str) else decode_images(others))
+        return [float(v) for v in values], sorted(getattr(self.scorer, "truncated_prompts", ()))
+
+    def features(self, images: list[bytes]) -> np.ndarray:
+        with torch.no_grad():
+            return self.scorer.features(decode_images(images)).double().cpu().numpy()
+
+
+def decode_images(images: Iterable[bytes]) -> torch.Tensor:
+    """Encoded image files -> uint8 (B, 3, H, W), as stored; metrics own their preprocessing."""
+    arrays = [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+def load_images(paths: Iterable[Path]) -> torch.Tensor:
+    """Image files -> uint8 (B, 3, H, W), as stored."""
+    return decode_images(Path(p).read_bytes() for p in paths)
+
+
+def _read(run: RunDir, paths: Iterable[str]) -> list[bytes]:
+    return [(run.path / p).read_bytes() for p in paths]
 
 
 def _chunks(table: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:

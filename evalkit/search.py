@@ -9,16 +9,16 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-
 from .config import SweepConfig
+from .executors import make_executor
 from .metrics import METRICS
 from .metrics.base import CONVERGENCE, SET, MetricOptions
 from .models import Model
 from .plan import RenderSettings, plan_jobs
 from .plateau import DEFAULT_TOLERANCES, RULE, summarize_plateau
 from .prompts import load_prompts
-from .render import render_jobs
-from .runner import load_sweep_model, resolve_config, resolve_device, save_config
+from .render import render_jobs, renderer_for
+from .runner import load_options, load_sweep_model, resolve_config, save_config
 from .schedulers import build_scheduler, get_scheduler
 from .score import score_images
 from .stats import bootstrap_means
@@ -51,6 +51,9 @@ class _Evaluator:
         self.prompts = load_prompts(config.prompts_path())
         self.run = RunDir(config.run_dir())
         self.metrics = [m for m in tolerances if METRICS.get(m).inputs != SET]
+        self.executor = make_executor(config)
+        self.renderer = renderer_for(self.executor, model, RenderSettings.resolve(config, model),
+                                     load_options(config, device=config.device))
         self.rendered = 0
         self.keys: dict[str, None] = {}  # every job evaluated, in order: the folder's sweep afterwards
 
@@ -58,13 +61,11 @@ class _Evaluator:
         config = dataclasses.replace(self.config, schedulers=(scheduler,), steps=tuple(sorted(counts)))
         jobs = plan_jobs(config, self.model, self.prompts)
         self.keys.update(dict.fromkeys(j.key for j in jobs))
-        stats = render_jobs(self.run, self.model, jobs, RenderSettings.resolve(config, self.model),
-                            config.batch_size, progress=False)
+        stats = render_jobs(self.run, jobs, self.renderer, config.batch_size, self.executor, progress=False)
         self.rendered += stats.rendered
         table = self.run.read_images().set_index("key")
         images = table.loc[[j.key for j in jobs]].reset_index()
-        outcome = score_images(self.run, images, config, self.metrics, resolve_device(config.device),
-                               config.batch_size)
+        outcome = score_images(self.run, images, config, self.metrics, self.executor)
         values = outcome.scores.merge(images[["key", "prompt_id", "seed", "scheduler", "steps"]], on="key")
         set_scores = bootstrap_means(values[["prompt_id", "seed", "scheduler", "steps", "metric", "value"]])
         self.last_images = images

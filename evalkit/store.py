@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -40,12 +41,15 @@ def atomic_write_table(path: Path, table: pd.DataFrame) -> None:
 
 
 class RunDir:
-    """A run folder: config.toml, images/, images.parquet (and later stages' tables)."""
+    """A run folder: config.toml, images/, images.parquet (+ its journal), jobs.parquet, later stages' tables."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.images_dir = self.path / "images"
         self.images_table = self.path / "images.parquet"
+        # rows of finished batches, appended (one JSON line per image) and folded into images.parquet at
+        # the end of a stage: saving a batch costs O(batch), not a rewrite of the whole table
+        self.images_journal = self.path / "images.journal"
         self.jobs_table = self.path / "jobs.parquet"  # the current sweep's keys, in plan order
         self.config_file = self.path / "config.toml"
 
@@ -87,14 +91,45 @@ class RunDir:
 
     def read_images(self) -> pd.DataFrame:
         """Rows of images whose PNG is on disk (a row without its file is dropped and re-rendered)."""
-        if not self.images_table.exists():
-            return pd.DataFrame(columns=IMAGE_COLUMNS)
-        table = pd.read_parquet(self.images_table)
-        present = [(self.path / p).is_file() for p in table["path"]]
+        table = self._image_rows()
+        present = pd.Series([(self.path / p).is_file() for p in table["path"]], index=table.index, dtype=bool)
         return table[present].reset_index(drop=True)
 
-    def write_images(self, table: pd.DataFrame) -> None:
-        atomic_write_table(self.images_table, table[IMAGE_COLUMNS])
+    def append_images(self, rows: list[dict]) -> None:
+        """Add rows of images whose PNGs are already written: one append + fsync to the journal."""
+        if not rows:
+            return
+        data = "".join(json.dumps(row) + "\n" for row in rows).encode()
+        fd = os.open(self.images_journal, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def compact_images(self) -> None:
+        """Fold the journal into images.parquet (atomic), one row per key, then drop the journal."""
+        if self.images_journal.exists():
+            atomic_write_table(self.images_table, self._image_rows())
+            self.images_journal.unlink()
+
+    def _image_rows(self) -> pd.DataFrame:
+        frames = [pd.read_parquet(self.images_table)] if self.images_table.exists() else []
+        if self.images_journal.exists():
+            rows = []
+            for line in self.images_journal.read_bytes().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:  # a line torn by a kill mid-append: its images are rendered again
+                    continue
+            frames.append(pd.DataFrame(rows, columns=IMAGE_COLUMNS))
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            return pd.DataFrame(columns=IMAGE_COLUMNS)
+        table = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+        return table.drop_duplicates("key", keep="last").reset_index(drop=True)[IMAGE_COLUMNS]
 
     def write_jobs(self, keys: list[str]) -> None:
         atomic_write_table(self.jobs_table, pd.DataFrame({"key": keys}))

@@ -46,6 +46,17 @@ class Model:
         return find_denoiser(self.pipe)
 
 
+def resolve_device(device: str) -> str:
+    """"auto": cuda if available, else mps, else cpu. Resolved where the model runs (on each Ray worker)."""
+    if device != "auto":
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 def find_denoiser(pipe: Any) -> torch.nn.Module:
     """The network a sampler calls once per model evaluation: `unet`, `transformer` or `denoiser`."""
     for name in ("unet", "transformer", "denoiser", "prior"):

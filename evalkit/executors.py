@@ -1,0 +1,177 @@
+"""Where stage work runs: in this process, or on Ray actors (one model or backbone replica per worker).
+
+Both executors have one method, ``map(factory, method, items)``: build workers with ``factory()``
+(a picklable callable: the model or metric is loaded *on* the worker), call ``worker.<method>(*args)``
+for every ``(tag, args)`` item, and yield ``(tag, result)`` as results arrive (the tag stays with the
+driver: what the result belongs to). The driver does all file writes
+(it owns the run folder and its tables), so a worker that dies can leave no partial file behind,
+and nothing about the run folder has to be shared with the workers: items carry image bytes, not
+paths. At most a few items per worker are in flight, so neither the driver nor the object store
+holds a whole sweep's images.
+
+Failure: a Ray worker process that dies is restarted by Ray and its in-flight item is retried
+(``max_restarts`` / ``max_task_retries``); work is deterministic, so the retry gives the same bytes.
+A worker that raises stops the map after the other in-flight items are collected: everything
+finished is saved by the caller, and a rerun resumes the rest.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import EvalkitError
+from .registry import Registry
+
+IN_FLIGHT_PER_WORKER = 2  # one computing, one queued: workers never idle waiting for the driver
+RESTARTS = 3  # a worker (and its in-flight item) is restarted/retried this often before the run stops
+# What the default local cluster is started with, so that workers read the same caches and plugins as the driver.
+FORWARDED_ENV = ("TORCH_HOME", "HF_HOME", "HF_HUB_OFFLINE", "XDG_CACHE_HOME", "PYTHONPATH")
+
+
+class LocalExecutor:
+    """One worker in this process. The next item is computed on a thread while the caller handles the
+    last result (e.g. writes PNGs), so saving overlaps with rendering or scoring."""
+
+    name = "local"
+    workers = 1
+
+    def map(self, factory: Callable[[], Any], method: str, items: Iterable[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
+        iterator = iter(items)
+        first = next(iterator, None)
+        if first is None:
+            return  # nothing to do: no model or backbone is loaded
+        call = getattr(factory(), method)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-local") as pool:
+            item, pending = first, pool.submit(call, *first[1])
+            while pending is not None:
+                result = pending.result()
+                done, item = item, next(iterator, None)
+                pending = pool.submit(call, *item[1]) if item is not None else None
+                yield done[0], result
+
+
+@dataclass
+class RayExecutor:
+    """Ray actors, ``workers`` of them (default: as many as the cluster's CPUs, or GPUs / gpus_per_worker).
+
+    ``address`` None starts a local Ray instance (a laptop); "auto" joins the cluster this machine is
+    part of; "HOST:PORT" joins that cluster. The same code runs in all three cases. Every node needs
+    evalkit installed (with the same versions) and its own weight caches.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    name: str = "ray"
+
+    def __post_init__(self) -> None:
+        self.ray = _import_ray()
+        if not self.ray.is_initialized():
+            env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
+            try:
+                self.ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                              runtime_env={"env_vars": env} if env and self.address is None else None)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                raise EvalkitError(f"can't reach a Ray cluster at {self.address!r} ({_first_line(exc)}): start one "
+                                   "with `ray start --head`, or pass --ray-address HOST:PORT") from None
+        resources = self.ray.cluster_resources()
+        if self.workers is None:
+            if self.gpus_per_worker:
+                self.workers = int(resources.get("GPU", 0) // self.gpus_per_worker)
+            else:
+                self.workers = int(resources.get("CPU", 1))
+        if self.workers < 1:
+            raise EvalkitError(f"the Ray cluster has {resources.get('GPU', 0):g} GPU(s), too few for "
+                               f"--gpus-per-worker {self.gpus_per_worker:g}: lower it or add GPU nodes")
+
+    def map(self, factory: Callable[[], Any], method: str, items: Iterable[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
+        ray = self.ray
+        iterator = iter(items)
+        first = next(iterator, None)
+        if first is None:
+            return
+        actor_class = ray.remote(_Worker).options(
+            num_cpus=1, num_gpus=self.gpus_per_worker, max_restarts=RESTARTS, max_task_retries=RESTARTS)
+        actors = [actor_class.remote(factory) for _ in range(self.workers)]
+        load = {i: 0 for i in range(len(actors))}
+        pending: dict[Any, tuple[int, Any]] = {}  # object ref -> (actor slot, tag)
+        failure: BaseException | None = None
+
+        def submit(item: tuple[Any, tuple]) -> None:
+            slot = min(load, key=load.get)
+            load[slot] += 1
+            pending[actors[slot].call.remote(method, *item[1])] = (slot, item[0])
+
+        try:
+            submit(first)
+            while pending or failure is None:
+                while failure is None and len(pending) < IN_FLIGHT_PER_WORKER * len(actors):
+                    item = next(iterator, None)
+                    if item is None:
+                        break
+                    submit(item)
+                if not pending:
+                    break
+                [ref], _ = ray.wait(list(pending), num_returns=1)
+                slot, tag = pending.pop(ref)
+                load[slot] -= 1
+                try:
+                    result = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - collect the others' results, then stop
+                    failure = failure or exc
+                    continue
+                yield tag, result
+            if failure is not None:
+                raise _worker_error(failure) from None
+        finally:
+            for actor in actors:
+                ray.kill(actor)
+
+
+class _Worker:
+    """The actor: holds one replica built on the worker, and calls its methods."""
+
+    def __init__(self, factory: Callable[[], Any]):
+        self.impl = factory()
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.impl, method)(*args)
+
+
+def _worker_error(exc: BaseException) -> BaseException:
+    """A worker's EvalkitError stays a one-line input error; a dead worker says how to resume."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, EvalkitError):
+        return EvalkitError(str(cause))
+    if type(exc).__name__ in ("ActorDiedError", "RayActorError", "ActorUnavailableError", "WorkerCrashedError"):
+        return EvalkitError(f"a Ray worker died {RESTARTS + 1} times ({_first_line(exc)}): finished work is saved; "
+                            "rerun the same command to resume")
+    return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "cause", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise EvalkitError("--backend ray needs Ray: pip install 'evalkit[ray]' (or pass --backend local)") from None
+    return ray
+
+
+EXECUTORS: Registry[Callable[..., Any]] = Registry("backend")
+EXECUTORS.add("local", lambda **_: LocalExecutor())
+EXECUTORS.add("ray", lambda address=None, workers=None, gpus_per_worker=0.0: RayExecutor(address, workers,
+                                                                                         gpus_per_worker))
+
+
+def make_executor(config) -> LocalExecutor | RayExecutor:
+    """The executor a sweep config asks for (`backend`, `ray_address`, `workers`, `gpus_per_worker`)."""
+    return EXECUTORS.get(config.backend)(address=config.ray_address, workers=config.workers,
+                                         gpus_per_worker=config.gpus_per_worker)
