@@ -30,6 +30,14 @@ _STEPS = typer.Option(None, help="Comma-separated step counts, e.g. 1,2,4,8,16."
 _SEEDS = typer.Option(None, help="Number of seeds (0..N-1) or a comma-separated list.")
 _PROMPTS = typer.Option(None, help="Prompt file: .txt, .csv/.tsv (prompt column) or .jsonl.")
 _OUT = typer.Option(None, help="Run folder (default reports/<model>).")
+_BACKEND = typer.Option(None, help="Where render and score run: local (default) | ray.")
+_RAY_ADDRESS = typer.Option(None, help="Ray cluster: unset starts a local one; auto | HOST:PORT joins one.")
+_WORKERS = typer.Option(None, help="Ray workers, one model/backbone replica each (default: one per CPU or GPU share).")
+_GPUS = typer.Option(None, help="GPUs per Ray worker (e.g. 1, or 0.5 to share a GPU).")
+
+
+def _execution(backend, ray_address, workers, gpus_per_worker) -> dict:
+    return dict(backend=backend, ray_address=ray_address, workers=workers, gpus_per_worker=gpus_per_worker)
 
 
 @app.command()
@@ -42,32 +50,39 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
         metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics (default: all; `evalkit metrics`)."),
         backbones: Optional[str] = typer.Option(None, help="metric=backbone pairs, e.g. lpips=vgg."),
         fid_reference: Optional[str] = typer.Option(None, help="references | FOLDER of real images | STATS.npz"),
+        backend: Optional[str] = _BACKEND, ray_address: Optional[str] = _RAY_ADDRESS,
+        workers: Optional[int] = _WORKERS, gpus_per_worker: Optional[float] = _GPUS,
         progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Render the sweep (resuming any earlier run in the same folder), score it, print the run folder."""
     from .runner import run as run_sweep
 
     result = run_sweep(config, progress=progress, **_sweep_overrides(
         model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
-        reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference))
+        reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference),
+        **_execution(backend, ray_address, workers, gpus_per_worker))
     _report(result)
 
 
 @app.command()
-def render(config: Optional[str] = _CONFIG, progress: bool = typer.Option(True, help="Show a progress bar.")):
+def render(config: Optional[str] = _CONFIG, backend: Optional[str] = _BACKEND,
+           ray_address: Optional[str] = _RAY_ADDRESS, workers: Optional[int] = _WORKERS,
+           gpus_per_worker: Optional[float] = _GPUS, progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Stage 1 only, for a config file or an existing run folder."""
     from .runner import open_run, render as render_stage
 
     source = open_run(config) if config and Path(config).is_dir() else config
-    _report(render_stage(source, progress=progress))
+    _report(render_stage(source, progress=progress, **_execution(backend, ray_address, workers, gpus_per_worker)))
 
 
 @app.command()
-def score(config: Optional[str] = _CONFIG):
+def score(config: Optional[str] = _CONFIG, backend: Optional[str] = _BACKEND,
+          ray_address: Optional[str] = _RAY_ADDRESS, workers: Optional[int] = _WORKERS,
+          gpus_per_worker: Optional[float] = _GPUS):
     """Stage 2 only (renders anything missing first), for a config file or an existing run folder."""
     from .runner import open_run, score as score_stage
 
     source = open_run(config) if config and Path(config).is_dir() else config
-    _report(score_stage(source))
+    _report(score_stage(source, **_execution(backend, ray_address, workers, gpus_per_worker)))
 
 
 @app.command()

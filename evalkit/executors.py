@@ -17,6 +17,7 @@ finished is saved by the caller, and a rerun resumes the rest.
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -70,13 +71,16 @@ class RayExecutor:
     def __post_init__(self) -> None:
         self.ray = _import_ray()
         if not self.ray.is_initialized():
+            _probe(self.address)
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
             try:
                 self.ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
                               runtime_env={"env_vars": env} if env and self.address is None else None)
             except (ConnectionError, RuntimeError, ValueError) as exc:
-                raise EvalkitError(f"can't reach a Ray cluster at {self.address!r} ({_first_line(exc)}): start one "
-                                   "with `ray start --head`, or pass --ray-address HOST:PORT") from None
+                raise EvalkitError(
+                    f"can't join the Ray cluster at {self.address!r} ({_first_line(exc)}): start one with `ray start "
+                    "--head`; a cluster with token authentication (Ray's default) also needs RAY_AUTH_MODE=token "
+                    "and its token (RAY_AUTH_TOKEN or ~/.ray/auth_token) when joined by HOST:PORT") from None
         resources = self.ray.cluster_resources()
         if self.workers is None:
             if self.gpus_per_worker:
@@ -150,6 +154,20 @@ def _worker_error(exc: BaseException) -> BaseException:
         return EvalkitError(f"a Ray worker died {RESTARTS + 1} times ({_first_line(exc)}): finished work is saved; "
                             "rerun the same command to resume")
     return exc
+
+
+def _probe(address: str | None, timeout: float = 5.0) -> None:
+    """Fail in seconds on an unreachable HOST:PORT (Ray itself retries a dead address for minutes)."""
+    if address in (None, "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise EvalkitError(f"--ray-address {address!r} is not HOST:PORT: e.g. 10.0.0.5:6379, or auto")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise EvalkitError(f"no Ray cluster answers at {address} ({exc.strerror or exc}): start one there with "
+                           "`ray start --head --port PORT`, or fix --ray-address") from None
 
 
 def _first_line(exc: BaseException) -> str:

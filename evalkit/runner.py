@@ -50,8 +50,8 @@ class Run:
 
 def resolve_config(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None,
                    **overrides: Any) -> SweepConfig:
-    if isinstance(config, SweepConfig):
-        return dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None}) \
+    if isinstance(config, SweepConfig):  # overrides are validated like any other value
+        return make_config({**dataclasses.asdict(config), **{k: v for k, v in overrides.items() if v is not None}}) \
             if overrides else config
     if isinstance(config, dict):
         return make_config({**config, **{k: v for k, v in overrides.items() if v is not None}})
