@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import os
 import socket
+import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -91,15 +93,31 @@ class RayExecutor:
             raise EvalkitError(f"the Ray cluster has {resources.get('GPU', 0):g} GPU(s), too few for "
                                f"--gpus-per-worker {self.gpus_per_worker:g}: lower it or add GPU nodes")
 
+    def start(self) -> list[Any]:
+        """The worker pool: started once per process and cluster, and kept warm across stages (render,
+        then each metric), so Python, torch and evalkit are imported once per worker, not per map."""
+        ray = self.ray
+        shape = (ray.get_runtime_context().get_job_id(), self.workers, self.gpus_per_worker)
+        if _POOL.get("shape") != shape:
+            for actor in _POOL.get("actors", []):
+                ray.kill(actor)  # another shape: free its CPUs/GPUs first (a stale session's are gone anyway)
+            begin = time.perf_counter()
+            actor_class = ray.remote(_Worker).options(num_cpus=1, num_gpus=self.gpus_per_worker,
+                                                      max_restarts=RESTARTS, max_task_retries=RESTARTS)
+            actors = [actor_class.remote() for _ in range(self.workers)]
+            ray.get([actor.ready.remote() for actor in actors])
+            _POOL.update(shape=shape, actors=actors, startup_seconds=time.perf_counter() - begin)
+        return _POOL["actors"]
+
     def map(self, factory: Callable[[], Any], method: str, items: Iterable[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
         ray = self.ray
         iterator = iter(items)
         first = next(iterator, None)
         if first is None:
             return
-        actor_class = ray.remote(_Worker).options(
-            num_cpus=1, num_gpus=self.gpus_per_worker, max_restarts=RESTARTS, max_task_retries=RESTARTS)
-        actors = [actor_class.remote(factory) for _ in range(self.workers)]
+        actors = self.start()
+        shared = ray.put(factory)  # stored once; each worker builds its replica from it on first use
+        token = uuid.uuid4().hex  # names this map's replica
         load = {i: 0 for i in range(len(actors))}
         pending: dict[Any, tuple[int, Any]] = {}  # object ref -> (actor slot, tag)
         failure: BaseException | None = None
@@ -107,41 +125,51 @@ class RayExecutor:
         def submit(item: tuple[Any, tuple]) -> None:
             slot = min(load, key=load.get)
             load[slot] += 1
-            pending[actors[slot].call.remote(method, *item[1])] = (slot, item[0])
+            pending[actors[slot].call.remote(token, shared, method, *item[1])] = (slot, item[0])
 
-        try:
-            submit(first)
-            while pending or failure is None:
-                while failure is None and len(pending) < IN_FLIGHT_PER_WORKER * len(actors):
-                    item = next(iterator, None)
-                    if item is None:
-                        break
-                    submit(item)
-                if not pending:
+        submit(first)
+        while pending:
+            while failure is None and len(pending) < IN_FLIGHT_PER_WORKER * len(actors):
+                item = next(iterator, None)
+                if item is None:
                     break
-                [ref], _ = ray.wait(list(pending), num_returns=1)
-                slot, tag = pending.pop(ref)
-                load[slot] -= 1
-                try:
-                    result = ray.get(ref)
-                except Exception as exc:  # noqa: BLE001 - collect the others' results, then stop
-                    failure = failure or exc
-                    continue
-                yield tag, result
-            if failure is not None:
-                raise _worker_error(failure) from None
-        finally:
-            for actor in actors:
-                ray.kill(actor)
+                submit(item)
+            [ref], _ = ray.wait(list(pending), num_returns=1)
+            slot, tag = pending.pop(ref)
+            load[slot] -= 1
+            try:
+                result = ray.get(ref)
+            except Exception as exc:  # noqa: BLE001 - collect the others' results, then stop
+                failure = failure or exc
+                continue
+            yield tag, result
+        if failure is not None:
+            raise _worker_error(failure) from None
+
+
+_POOL: dict[str, Any] = {}  # this process's Ray worker pool: shape (session, workers, GPUs), actors, start-up time
 
 
 class _Worker:
-    """The actor: holds one replica built on the worker, and calls its methods."""
+    """The actor: builds a replica (model or backbone) from the factory it is sent, and keeps the current one.
 
-    def __init__(self, factory: Callable[[], Any]):
-        self.impl = factory()
+    The replica is rebuilt when a map with another factory arrives (the previous one is dropped first,
+    freeing its memory) and after Ray restarts a dead worker, so a retried item finds its replica."""
 
-    def call(self, method: str, *args: Any) -> Any:
+    def __init__(self) -> None:
+        import evalkit.render  # noqa: F401 - torch, diffusers and evalkit are imported while the pool starts
+        import evalkit.score  # noqa: F401
+
+        self.token: str | None = None
+        self.impl: Any = None
+
+    def ready(self) -> bool:
+        return True
+
+    def call(self, token: str, factory: Callable[[], Any], method: str, *args: Any) -> Any:
+        if token != self.token:
+            self.token = self.impl = None
+            self.impl, self.token = factory(), token
         return getattr(self.impl, method)(*args)
 
 

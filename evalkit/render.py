@@ -43,11 +43,13 @@ class RenderStats:
 
 
 @dataclass(frozen=True)
-class Encoded:
-    """One rendered image as a worker hands it to the driver: PNG bytes and what the row records."""
+class Rendered:
+    """One rendered image as a worker hands it to the driver, with what its row records."""
 
     job: RenderJob
-    png: bytes
+    # PNG bytes from Ray workers (less to ship; encoding spread over the workers), or uint8 pixels from
+    # the local worker (encoded by the driver while the next batch renders)
+    image: bytes | np.ndarray
     nfe: int
     seconds: float  # the batch's pipeline seconds / its size
     flags: str
@@ -72,8 +74,8 @@ class CallCounter:
 class Renderer:
     """One model replica: a batch of jobs in, PNG bytes out. What the local process or each Ray worker holds."""
 
-    def __init__(self, model: Model, settings: RenderSettings):
-        self.model, self.settings = model, settings
+    def __init__(self, model: Model, settings: RenderSettings, encode: bool = True):
+        self.model, self.settings, self.encode = model, settings, encode
         self.counter = CallCounter(model.denoiser)
 
     @classmethod
@@ -81,16 +83,21 @@ class Renderer:
         """Load the model on this worker (device "auto" resolved here: the worker's GPU, not the driver's)."""
         return cls(load_model(spec, dataclasses.replace(options, device=resolve_device(options.device))), settings)
 
-    def render(self, batch: list[RenderJob]) -> tuple[list[Encoded], float]:
+    def render(self, batch: list[RenderJob]) -> tuple[list[Rendered], float]:
         images, nfe, seconds = _call_pipeline(self.model, batch, self.settings, self.counter)
-        return [_encode(job, image, nfe, seconds / len(batch)) for job, image in zip(batch, images)], seconds
+        out = []
+        for job, image in zip(batch, images):
+            pixels, flags = _to_uint8(image)
+            out.append(Rendered(job, _png(pixels) if self.encode else pixels, nfe, seconds / len(batch),
+                                ",".join(flags), pixels.shape[1], pixels.shape[0]))
+        return out, seconds
 
 
 def renderer_for(executor: Any, model: Model, settings: RenderSettings, options: LoadOptions) -> Callable[[], Renderer]:
     """How the executor's workers get a Renderer: this process reuses the loaded model; Ray workers load
     their own replica from the spec (`options.device` unresolved, so "auto" picks each worker's GPU)."""
     if isinstance(executor, LocalExecutor):
-        return lambda: Renderer(model, settings)
+        return lambda: Renderer(model, settings, encode=False)
     return functools.partial(Renderer.load, model.spec, options, settings)
 
 
@@ -114,10 +121,10 @@ def render_jobs(run: RunDir, jobs: list[RenderJob], renderer: Callable[[], Rende
     start = time.perf_counter()
     try:
         batches = ((None, (batch,)) for batch in _batches(todo, batch_size))
-        for _, (encoded, seconds) in executor.map(renderer, "render", batches):
-            fresh = [e for e in encoded if e.job.key not in done]  # a retried batch is saved once
-            run.append_images([_save_image(run, e) for e in fresh])
-            done.update(e.job.key for e in fresh)
+        for _, (rendered, seconds) in executor.map(renderer, "render", batches):
+            fresh = [r for r in rendered if r.job.key not in done]  # a retried batch is saved once
+            run.append_images([_save_image(run, r) for r in fresh])
+            done.update(r.job.key for r in fresh)
             stats.pipeline_seconds += seconds
             stats.rendered += len(fresh)
             bar.update(len(fresh))
@@ -161,23 +168,23 @@ def _call_pipeline(model: Model, batch: list[RenderJob], settings: RenderSetting
     return list(images), counter.calls - calls_before, seconds
 
 
-def _encode(job: RenderJob, image: Any, nfe: int, seconds: float) -> Encoded:
-    pixels, flags = _to_uint8(image)
+def _png(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels, mode="RGB").save(buffer, format="PNG")
-    return Encoded(job, buffer.getvalue(), nfe, seconds, ",".join(flags), pixels.shape[1], pixels.shape[0])
+    return buffer.getvalue()
 
 
-def _save_image(run: RunDir, encoded: Encoded) -> dict[str, Any]:
-    job = encoded.job
+def _save_image(run: RunDir, rendered: Rendered) -> dict[str, Any]:
+    job, data = rendered.job, rendered.image
+    data = data if isinstance(data, bytes) else _png(data)
     path = run.images_dir / f"{job.key}.png"
-    atomic_write(path, encoded.png)
+    atomic_write(path, data)
     return {
         "key": job.key, "prompt_id": job.prompt_id, "prompt": job.prompt, "seed": job.seed,
-        "scheduler": job.scheduler, "steps": job.steps, "nfe": encoded.nfe, "role": job.role,
-        "seconds": encoded.seconds, "path": str(path.relative_to(run.path)),
-        "sha256": hashlib.sha256(encoded.png).hexdigest(), "width": encoded.width, "height": encoded.height,
-        "flags": encoded.flags,
+        "scheduler": job.scheduler, "steps": job.steps, "nfe": rendered.nfe, "role": job.role,
+        "seconds": rendered.seconds, "path": str(path.relative_to(run.path)),
+        "sha256": hashlib.sha256(data).hexdigest(), "width": rendered.width, "height": rendered.height,
+        "flags": rendered.flags,
     }
 
 

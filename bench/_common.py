@@ -1,0 +1,55 @@
+"""Shared bench setup: small sweeps on builtin:mixture, and random-weight backbones at the real cache paths.
+
+Throughput and call counts do not depend on weight values, so the benchmarks use the tests' random-weight
+files (tests/fake_weights.py) with the real architectures: AlexNet (LPIPS), Inception-v3 (FID/KID) and
+open_clip ViT-B-32-quickgelu (CLIP score). No score printed here means anything about image quality.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))  # fake_weights, tiny_models
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        model = cpu
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return (f"device {device}; {os.cpu_count()} CPU(s) ({model}); torch {torch.__version__}, "
+            f"{torch.get_num_threads()} thread(s); python {platform.python_version()}")
+
+
+def prompt_file(folder: Path, count: int) -> str:
+    from evalkit.config import load_config
+    from evalkit.prompts import load_prompts
+
+    texts = [p.text for p in load_prompts(load_config().prompts_path())][:count]
+    path = folder / f"prompts-{count}.txt"
+    path.write_text("\n".join(texts) + "\n")
+    return str(path)
+
+
+def random_backbones(folder: Path) -> dict[str, str]:
+    """Random-weight backbone files where the loaders read them; returns the config's `backbones`."""
+    import open_clip
+    from fake_weights import write_alexnet, write_inception_fid
+
+    home = folder / "torch_home"
+    os.environ["TORCH_HOME"] = str(home)
+    write_alexnet(home)
+    write_inception_fid(home)
+    torch.manual_seed(0)
+    clip = open_clip.create_model("ViT-B-32-quickgelu")
+    path = folder / "vit-b-32-random.pt"
+    torch.save(clip.state_dict(), path)
+    return {"clip_score": f"ViT-B-32-quickgelu@{path}"}
