@@ -24,7 +24,7 @@ from evalkit.executors import RayExecutor
 
 SWEEPS = {
     "builtin": dict(schedulers=["euler", "heun", "dpmpp_2m_karras"], steps=[4, 8, 16, 32], reference_steps=50),
-    "tiny-sd": dict(schedulers=["euler", "dpmpp_2m_karras"], steps=[2, 4, 8], reference_steps=12, guidance=1.0),
+    "tiny-sd": dict(schedulers=["euler", "dpmpp_2m_karras"], steps=[10, 20, 40], reference_steps=60, guidance=1.0),
 }
 
 

@@ -3,11 +3,12 @@
 Both executors have one method, ``map(factory, method, items)``: build workers with ``factory()``
 (a picklable callable: the model or metric is loaded *on* the worker), call ``worker.<method>(*args)``
 for every ``(tag, args)`` item, and yield ``(tag, result)`` as results arrive (the tag stays with the
-driver: what the result belongs to). The driver does all file writes
-(it owns the run folder and its tables), so a worker that dies can leave no partial file behind,
-and nothing about the run folder has to be shared with the workers: items carry image bytes, not
-paths. At most a few items per worker are in flight, so neither the driver nor the object store
-holds a whole sweep's images.
+driver and says what the result belongs to).
+
+The driver does all file writes (it owns the run folder and its tables), so a worker that dies can
+leave no partial file behind, and nothing about the run folder has to be shared with the workers:
+items carry image bytes, not paths. At most a few items per worker are in flight, so neither the
+driver nor the object store holds a whole sweep's images.
 
 Failure: a Ray worker process that dies is restarted by Ray and its in-flight item is retried
 (``max_restarts`` / ``max_task_retries``); work is deterministic, so the retry gives the same bytes.
@@ -41,19 +42,28 @@ class LocalExecutor:
     name = "local"
     workers = 1
 
+    def __init__(self) -> None:
+        self.load_seconds = 0.0  # time spent building replicas (loading the model or backbone) in map()
+
     def map(self, factory: Callable[[], Any], method: str, items: Iterable[tuple[Any, tuple]]) -> Iterator[tuple[Any, Any]]:
         iterator = iter(items)
         first = next(iterator, None)
         if first is None:
             return  # nothing to do: no model or backbone is loaded
-        call = getattr(factory(), method)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-local") as pool:
-            item, pending = first, pool.submit(call, *first[1])
-            while pending is not None:
-                result = pending.result()
-                done, item = item, next(iterator, None)
-                pending = pool.submit(call, *item[1]) if item is not None else None
-                yield done[0], result
+        start = time.perf_counter()
+        worker = factory()
+        self.load_seconds += time.perf_counter() - start
+        call = getattr(worker, method)
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-local") as pool:
+                item, pending = first, pool.submit(call, *first[1])
+                while pending is not None:
+                    result = pending.result()
+                    done, item = item, next(iterator, None)
+                    pending = pool.submit(call, *item[1]) if item is not None else None
+                    yield done[0], result
+        finally:
+            getattr(worker, "close", lambda: None)()  # e.g. a renderer's NFE hook on a model this process keeps
 
 
 @dataclass
@@ -76,7 +86,8 @@ class RayExecutor:
             _probe(self.address)
             env = {k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}
             try:
-                self.ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                # "local": a new instance even if a stale or running cluster is recorded on this machine
+                self.ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False,
                               runtime_env={"env_vars": env} if env and self.address is None else None)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise EvalkitError(
@@ -92,6 +103,11 @@ class RayExecutor:
         if self.workers < 1:
             raise EvalkitError(f"the Ray cluster has {resources.get('GPU', 0):g} GPU(s), too few for "
                                f"--gpus-per-worker {self.gpus_per_worker:g}: lower it or add GPU nodes")
+        # each worker takes 1 CPU (+ its GPUs); more than the cluster has would wait forever to be placed
+        for name, need in (("CPU", self.workers), ("GPU", self.workers * self.gpus_per_worker)):
+            if need > resources.get(name, 0):
+                raise EvalkitError(f"--workers {self.workers} needs {need:g} {name}(s) but the Ray cluster has "
+                                   f"{resources.get(name, 0):g}: lower --workers or add nodes")
 
     def start(self) -> list[Any]:
         """The worker pool: started once per process and cluster, and kept warm across stages (render,

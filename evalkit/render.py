@@ -40,6 +40,7 @@ class RenderStats:
     seconds: float  # wall time of this call's rendering
     pipeline_seconds: float  # time inside the pipeline calls alone (summed over workers)
     workers: int = 1
+    load_seconds: float = 0.0  # local backend: loading the model's pipeline (lazily, at the first batch)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,9 @@ class Renderer:
                                 ",".join(flags), pixels.shape[1], pixels.shape[0]))
         return out, seconds
 
+    def close(self) -> None:
+        self.counter.close()
+
 
 def renderer_for(executor: Any, model: Model, settings: RenderSettings, options: LoadOptions) -> Callable[[], Renderer]:
     """How the executor's workers get a Renderer: this process reuses the loaded model; Ray workers load
@@ -118,7 +122,7 @@ def render_jobs(run: RunDir, jobs: list[RenderJob], renderer: Callable[[], Rende
         return stats
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="img", desc="render", disable=not progress,
                dynamic_ncols=True)
-    start = time.perf_counter()
+    start, loaded = time.perf_counter(), getattr(executor, "load_seconds", 0.0)
     try:
         batches = ((None, (batch,)) for batch in _batches(todo, batch_size))
         for _, (rendered, seconds) in executor.map(renderer, "render", batches):
@@ -132,6 +136,7 @@ def render_jobs(run: RunDir, jobs: list[RenderJob], renderer: Callable[[], Rende
         run.compact_images()
         bar.close()
     stats.seconds = time.perf_counter() - start
+    stats.load_seconds = getattr(executor, "load_seconds", 0.0) - loaded
     return stats
 
 

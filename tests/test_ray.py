@@ -156,5 +156,7 @@ def test_ray_errors_are_one_line_input_errors(cluster, tmp_path, prompts):
     with pytest.raises(EvalkitError, match="too few for --gpus-per-worker 1"):
         evalkit.render({**SWEEP, "prompts": prompts, "out": str(tmp_path / "gpu"), "backend": "ray",
                         "gpus_per_worker": 1})
+    with pytest.raises(EvalkitError, match=r"--workers 3 needs 3 CPU\(s\) but the Ray cluster has 2"):
+        evalkit.render({**SWEEP, "prompts": prompts, "out": str(tmp_path / "many"), "backend": "ray", "workers": 3})
     with pytest.raises(EvalkitError, match="unknown backend 'rey'"):
         evalkit.render({**SWEEP, "prompts": prompts, "backend": "rey"})

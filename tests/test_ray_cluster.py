@@ -3,15 +3,20 @@ starting one, with results identical to the local backend."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 
 import evalkit
 
 pytest.importorskip("ray")  # a declared test dependency: this only guards a partial local install
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` CLI of this interpreter, whatever PATH holds
 
 
 def free_port() -> int:
@@ -22,15 +27,31 @@ def free_port() -> int:
 
 @pytest.fixture
 def head(tmp_path):
-    """A one-node Ray cluster started the way a user starts one, with token auth (Ray's default)."""
+    """A one-node Ray cluster started the way a user starts one, with token auth (Ray's default).
+
+    `ray start --block` stays in the foreground, so ending it stops this cluster's processes only
+    (`ray stop` would stop every Ray instance on the machine)."""
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    start = subprocess.run(["ray", "start", "--head", "--port", str(port), "--num-cpus", "2",
-                            "--include-dashboard", "false", "--disable-usage-stats"],
-                           capture_output=True, text=True, env=env)
-    assert start.returncode == 0, start.stderr[-2000:]
+    head = subprocess.Popen([*RAY, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard", "false", "--disable-usage-stats"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.time() + 120
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert head.poll() is None, head.stderr.read()[-2000:]
+            assert time.time() < deadline, "ray start did not open its port in 120 s"
+            time.sleep(0.5)
     yield f"127.0.0.1:{port}", env
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, env=env)
+    head.send_signal(signal.SIGTERM)
+    head.wait(timeout=60)
+    # `ray start` records its address for later `ray.init()` calls to join; a stopped head leaves it behind
+    marker = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+    if marker.is_file() and marker.read_text().strip().endswith(f":{port}"):
+        marker.unlink()
 
 
 def test_run_joins_a_cluster_by_address_with_the_same_results(head, tmp_path):
