@@ -12,6 +12,7 @@ import functools
 import hashlib
 import io
 import json
+import operator
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from .store import RunDir, atomic_write, atomic_write_table
 SCORE_COLUMNS = ["key", "metric", "value"]
 CHECKPOINT_EVERY = 50  # batches between cache writes: an interrupted stage resumes from there
 SET_BOOTSTRAP = 200  # replicates for set-metric intervals (each replicate recomputes FID/KID)
+TARGET_CHUNK = 1024  # target-folder features loaded at a time when summing FID moments
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
 
@@ -155,7 +157,16 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
         files += [(hashlib.sha256(data).hexdigest(), path) for data, path in folder]
     computed = store.compute(spec, options, files, executor)
     if target != "references" and stats is None:
-        fixed = store.load([sha for sha, _ in files[len(sweep):]])
+        target_shas = [sha for sha, _ in files[len(sweep):]]
+        if spec.compare_stats is not None:  # FID: the target's sums, streamed; never all its features at once
+            from .metrics.fid import FeatureMoments, stats_sqrt
+
+            moments = functools.reduce(operator.add, (FeatureMoments.of(store.load(target_shas[i:i + TARGET_CHUNK]))
+                                                      for i in range(0, len(target_shas), TARGET_CHUNK)))
+            mu, sigma = moments.mean_cov()
+            stats = (mu, sigma, stats_sqrt(sigma))
+        else:  # KID's unbiased estimator needs the target's features themselves
+            fixed = store.load(target_shas)
     reference = references.groupby(["prompt_id", "seed"]).sha256.first()
 
     def distance(features: np.ndarray, ref: np.ndarray | None) -> float:

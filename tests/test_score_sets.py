@@ -136,3 +136,23 @@ def test_clip_score_through_the_stage_with_a_configured_local_backbone(tmp_path,
     assert np.allclose(scores.value[:5], direct.numpy(), atol=1e-5)
     summary = json.loads((run.dir / "summary.json").read_text())
     assert summary["metrics"]["clip_score"]["backbone"] == backbone
+
+
+def test_fid_from_summed_moments_of_two_shares_equals_fid_of_all_features_in_one_process():
+    """What workers or target chunks contribute to FID is sums: merged, they give the one-process FID
+    exactly, where the average of the two shares' FIDs does not."""
+    from evalkit.metrics.fid import FeatureMoments, stats_sqrt
+
+    rng = np.random.default_rng(3)
+    target, sweep = rng.normal(size=(300, 64)) * 1.3 + 0.2, rng.normal(size=(40, 64))
+    merged = FeatureMoments.of(target[:170]) + FeatureMoments.of(target[170:])
+    mu, sigma = merged.mean_cov()
+    assert merged.n == 300
+    np.testing.assert_allclose(mu, target.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(sigma, np.cov(target, rowvar=False), rtol=1e-9, atol=1e-12)
+    one_process = frechet_distance_fast(sweep, target)
+    from_sums = frechet_distance_to_stats(sweep, mu, sigma, stats_sqrt(sigma))
+    assert from_sums == pytest.approx(one_process, rel=1e-6)
+    assert from_sums == pytest.approx(frechet_distance(torch.from_numpy(sweep), torch.from_numpy(target)), rel=1e-4)
+    averaged = (frechet_distance_fast(sweep, target[:170]) + frechet_distance_fast(sweep, target[170:])) / 2
+    assert abs(averaged - one_process) > 1e-3 * one_process

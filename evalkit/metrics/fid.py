@@ -249,6 +249,34 @@ def frechet_distance_fast(features: np.ndarray, reference_features: np.ndarray) 
     return mean_term + float(np.sum(a * a) + np.sum(b * b) - 2.0 * cross)
 
 
+class FeatureMoments:
+    """Sums over a feature set (count, sum, sum of outer products): all FID needs of a set.
+
+    Sums merge exactly by addition, in any order and split (chunks of a large target folder, the shares of
+    several workers), which averaging FIDs computed on the parts never would; and they need O(d^2)
+    memory however many images went in."""
+
+    def __init__(self, dim: int):
+        self.n, self.total, self.outer = 0, np.zeros(dim), np.zeros((dim, dim))
+
+    @classmethod
+    def of(cls, features: np.ndarray) -> FeatureMoments:
+        f = np.asarray(features, dtype=np.float64)
+        moments = cls(f.shape[1])
+        moments.n, moments.total, moments.outer = len(f), f.sum(axis=0), f.T @ f
+        return moments
+
+    def __add__(self, other: FeatureMoments) -> FeatureMoments:
+        merged = FeatureMoments(len(self.total))
+        merged.n, merged.total, merged.outer = self.n + other.n, self.total + other.total, self.outer + other.outer
+        return merged
+
+    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mu, sigma) with the unbiased covariance, as `feature_stats` computes them from the features."""
+        mu = self.total / self.n
+        return mu, (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+
+
 def stats_sqrt(sigma: np.ndarray) -> np.ndarray:
     """Symmetric PSD square root of a covariance (eigh; tiny negative eigenvalues from rounding clipped)."""
     values, vectors = np.linalg.eigh(np.asarray(sigma, dtype=np.float64))
