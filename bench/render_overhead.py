@@ -24,7 +24,7 @@ import evalkit
 from evalkit.config import load_config
 from evalkit.plan import RenderSettings, plan_jobs
 from evalkit.prompts import load_prompts
-from evalkit.render import CallCounter, _batches, _call_pipeline
+from evalkit.render import CallCounter, SamplerCache, _batches, _call_pipeline
 from evalkit.runner import load_sweep_model
 
 SWEEPS = {
@@ -38,10 +38,10 @@ def raw_seconds(config, batch_size: int) -> float:
     model = load_sweep_model(config)
     jobs = plan_jobs(config, model, load_prompts(config.prompts_path()))
     settings = RenderSettings.resolve(config, model)
-    counter = CallCounter(model.denoiser)
+    counter, samplers = CallCounter(model.denoiser), SamplerCache(model)
     start = time.perf_counter()
     for batch in _batches(jobs, batch_size):
-        _call_pipeline(model, batch, settings, counter)
+        _call_pipeline(model, batch, settings, counter, samplers.get(batch[0].scheduler))
     counter.close()
     return time.perf_counter() - start
 

@@ -17,6 +17,8 @@ finished is saved by the caller, and a rerun resumes the rest.
 """
 from __future__ import annotations
 
+import collections
+import contextlib
 import os
 import socket
 import time
@@ -56,12 +58,13 @@ class LocalExecutor:
         call = getattr(worker, method)
         try:
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="evalkit-local") as pool:
-                item, pending = first, pool.submit(call, *first[1])
-                while pending is not None:
-                    result = pending.result()
-                    done, item = item, next(iterator, None)
-                    pending = pool.submit(call, *item[1]) if item is not None else None
-                    yield done[0], result
+                # one item running, one queued behind it: the thread never waits for the caller to submit
+                pending = collections.deque([(first[0], pool.submit(call, *first[1]))])
+                while pending:
+                    while len(pending) < IN_FLIGHT_PER_WORKER and (item := next(iterator, None)) is not None:
+                        pending.append((item[0], pool.submit(call, *item[1])))
+                    tag, future = pending.popleft()
+                    yield tag, future.result()
         finally:
             getattr(worker, "close", lambda: None)()  # e.g. a renderer's NFE hook on a model this process keeps
 
@@ -90,6 +93,9 @@ class RayExecutor:
                 self.ray.init(address=self.address or "local", include_dashboard=False, log_to_driver=False,
                               runtime_env={"env_vars": env} if env and self.address is None else None)
             except (ConnectionError, RuntimeError, ValueError) as exc:
+                if self.address is None:
+                    raise EvalkitError(f"can't start a local Ray instance ({_first_line(exc)}): check `ray status`, "
+                                       "or pass --backend local") from None
                 raise EvalkitError(
                     f"can't join the Ray cluster at {self.address!r} ({_first_line(exc)}): start one with `ray start "
                     "--head`; a cluster with token authentication (Ray's default) also needs RAY_AUTH_MODE=token "
@@ -116,7 +122,8 @@ class RayExecutor:
         shape = (ray.get_runtime_context().get_job_id(), self.workers, self.gpus_per_worker)
         if _POOL.get("shape") != shape:
             for actor in _POOL.get("actors", []):
-                ray.kill(actor)  # another shape: free its CPUs/GPUs first (a stale session's are gone anyway)
+                with contextlib.suppress(Exception):  # a stale session's actors are gone already
+                    ray.kill(actor)  # another shape: free its CPUs/GPUs first
             begin = time.perf_counter()
             actor_class = ray.remote(_Worker).options(num_cpus=1, num_gpus=self.gpus_per_worker,
                                                       max_restarts=RESTARTS, max_task_retries=RESTARTS)

@@ -8,6 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 import evalkit
@@ -138,3 +139,34 @@ def test_nan_and_blank_images_are_flagged():
     pixels, flags = _to_uint8(picture)
     assert flags == [] and pixels.dtype == np.uint8
     assert _to_uint8(Image.fromarray(pixels))[1] == []
+
+
+def test_a_cached_scheduler_renders_the_same_bytes_as_a_freshly_built_one():
+    """The renderer builds each sampler once and copies it per batch: for every sampler the builtin model
+    accepts, the images equal those of a freshly built scheduler, whatever ran before and whatever the
+    global RNG holds (DPM++ SDE seeded its Brownian noise from it: its pixels changed from call to call)."""
+    from evalkit.models import load_model
+    from evalkit.plan import RenderJob, RenderSettings
+    from evalkit.render import CallCounter, SamplerCache, _call_pipeline
+    from evalkit.schedulers import SCHEDULERS, build_scheduler, check_compatible
+
+    model = load_model("builtin:mixture")
+    settings = RenderSettings(guidance=None, size=None, negative_prompt=None, dtype="float32")
+    counter, cache = CallCounter(model.denoiser), SamplerCache(model)
+    checked = []
+    for spec in SCHEDULERS:
+        try:
+            check_compatible(spec, model.scheduler_config, model.spec, [3, 5])
+        except EvalkitError:
+            continue  # another noise-schedule family (flow matching): the builtin model can't use it
+        batch = [RenderJob(f"k{seed}", "p0", "a cat sitting on a mat", seed, spec.name, 5, "sweep") for seed in (0, 1)]
+        _call_pipeline(model, [RenderJob("w", "p0", "three apples", 7, spec.name, 3, "sweep")], settings, counter,
+                       cache.get(spec.name))  # leave state behind from another step count and batch size
+        reused, _, _ = _call_pipeline(model, batch, settings, counter, cache.get(spec.name))
+        torch.manual_seed(len(checked))  # the global RNG must not matter either
+        fresh, _, _ = _call_pipeline(model, batch, settings, counter,
+                                     build_scheduler(spec, model.scheduler_config))
+        for a, b in zip(reused, fresh):
+            assert _to_uint8(a)[0].tobytes() == _to_uint8(b)[0].tobytes(), spec.name
+        checked.append(spec.name)
+    assert len(checked) >= 10 and {"euler", "euler_a", "heun", "dpmpp_2m", "unipc", "ddim"} <= set(checked)
