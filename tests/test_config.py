@@ -44,6 +44,10 @@ def test_resolved_config_round_trips_through_toml():
     ({"guidance": "high"}, "guidance must be a number"),
     ({"schedulers": []}, "schedulers is empty"),
     ({"batch_size": 0}, "batch_size must be positive integers"),
+    ({"backend": "dask"}, "unknown backend 'dask': use local or ray"),
+    ({"workers": 0}, "workers must be positive integers, got 0"),
+    ({"gpus_per_worker": -1}, "gpus_per_worker must be >= 0, got -1"),
+    ({"gpus_per_worker": "one"}, "gpus_per_worker must be a number"),
 ])
 def test_bad_values_raise_one_line_errors(values, fragment):
     with pytest.raises(EvalkitError) as info:
