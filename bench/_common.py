@@ -6,6 +6,7 @@ open_clip ViT-B-32-quickgelu (CLIP score). No score printed here means anything 
 """
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import sys
@@ -27,6 +28,31 @@ def machine() -> str:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return (f"device {device}; {os.cpu_count()} CPU(s) ({model}); torch {torch.__version__}, "
             f"{torch.get_num_threads()} thread(s); python {platform.python_version()}")
+
+
+TINY_SD_SWEEP = dict(schedulers=["euler", "dpmpp_2m_karras"], steps=[10, 20, 40], reference_steps=60, guidance=1.0)
+
+
+def bench_args(description: str, prompts: int, models: tuple[str, ...] = ()) -> argparse.Namespace:
+    """--prompts/--seeds (and --model when a script offers several); sets one torch thread, prints the machine."""
+    parser = argparse.ArgumentParser(description=description)
+    if models:
+        parser.add_argument("--model", choices=models, default=models[0])
+    parser.add_argument("--prompts", type=int, default=prompts)
+    parser.add_argument("--seeds", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    print(machine())
+    return args
+
+
+def model_spec(name: str, folder: Path) -> str:
+    """builtin -> builtin:mixture; tiny-sd -> a random-weight tiny Stable Diffusion saved in `folder`."""
+    if name == "tiny-sd":
+        from tiny_models import save_tiny_sd
+
+        return f"diffusers:{save_tiny_sd(folder / 'tiny-sd')}"
+    return "builtin:mixture"
 
 
 def prompt_file(folder: Path, count: int) -> str:

@@ -10,41 +10,29 @@ usage: python bench/ray_scaling.py [--model builtin|tiny-sd] [--prompts 8] [--se
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 
-from _common import machine, prompt_file
+from _common import TINY_SD_SWEEP, bench_args, model_spec, prompt_file
 
 import evalkit
 from evalkit.executors import RayExecutor
 
 SWEEPS = {
     "builtin": dict(schedulers=["euler", "heun", "dpmpp_2m_karras"], steps=[4, 8, 16, 32], reference_steps=50),
-    "tiny-sd": dict(schedulers=["euler", "dpmpp_2m_karras"], steps=[10, 20, 40], reference_steps=60, guidance=1.0),
+    "tiny-sd": TINY_SD_SWEEP,
 }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", choices=list(SWEEPS), default="builtin")
-    parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--seeds", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
+    args = bench_args(__doc__, prompts=8, models=tuple(SWEEPS))
     import ray
 
-    print(machine())
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = "builtin:mixture"
-        if args.model == "tiny-sd":
-            from tiny_models import save_tiny_sd
-
-            model = f"diffusers:{save_tiny_sd(tmp / 'tiny-sd')}"
+        model = model_spec(args.model, tmp)
         base = {**SWEEPS[args.model], "model": model, "prompts": prompt_file(tmp, args.prompts), "seeds": args.seeds}
         start = time.perf_counter()
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)

@@ -11,14 +11,12 @@ usage: python bench/render_overhead.py [--model builtin|tiny-sd] [--prompts 4] [
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 
-from _common import machine, prompt_file
+from _common import TINY_SD_SWEEP, bench_args, model_spec, prompt_file
 
 import evalkit
 from evalkit.config import load_config
@@ -29,7 +27,7 @@ from evalkit.runner import load_sweep_model
 
 SWEEPS = {
     "builtin": {},  # the default sweep's schedulers and steps
-    "tiny-sd": dict(schedulers=["euler", "dpmpp_2m_karras"], steps=[10, 20, 40], reference_steps=60, guidance=1.0),
+    "tiny-sd": TINY_SD_SWEEP,
 }
 
 
@@ -47,20 +45,10 @@ def raw_seconds(config, batch_size: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--model", choices=list(SWEEPS), default="builtin")
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--seeds", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(machine())
+    args = bench_args(__doc__, prompts=4, models=tuple(SWEEPS))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        model = "builtin:mixture"
-        if args.model == "tiny-sd":
-            from tiny_models import save_tiny_sd
-
-            model = f"diffusers:{save_tiny_sd(tmp / 'tiny-sd')}"
+        model = model_spec(args.model, tmp)
         config = load_config(model=model, prompts=prompt_file(tmp, args.prompts), seeds=str(args.seeds),
                              out=str(tmp / "batched"), **SWEEPS[args.model])
         raw = raw_seconds(config, config.batch_size)

@@ -7,16 +7,14 @@ usage: python bench/rerun.py [--prompts 4] [--seeds 2]
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import importlib
 import tempfile
 import time
 from pathlib import Path
 
-import torch
 
-from _common import machine, prompt_file, random_backbones
+from _common import bench_args, prompt_file, random_backbones
 
 import evalkit
 
@@ -47,12 +45,7 @@ def count_calls() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--prompts", type=int, default=4)
-    parser.add_argument("--seeds", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(machine())
+    args = bench_args(__doc__, prompts=4)
     count_calls()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -8,7 +8,6 @@ usage: python bench/score_throughput.py [--prompts 8] [--seeds 2]
 """
 from __future__ import annotations
 
-import argparse
 import shutil
 import tempfile
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from _common import machine, prompt_file, random_backbones
+from _common import bench_args, prompt_file, random_backbones
 
 import evalkit
 from evalkit.metrics import METRICS
@@ -56,12 +55,7 @@ def raw_seconds(name: str, run, images, config) -> tuple[float, float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--prompts", type=int, default=8)
-    parser.add_argument("--seeds", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    print(machine())
+    args = bench_args(__doc__, prompts=8)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         backbones = random_backbones(tmp)
