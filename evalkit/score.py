@@ -137,6 +137,10 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
     store = FeatureStore(run.path / "cache" / "features" / _digest(spec.features or spec.backbone + spec.preprocessing))
     sweep = images[images.role == SWEEP].sort_values(["prompt_id", "seed"])
     references = images[images.role == REFERENCE].sort_values(["prompt_id", "seed"])
+    n_units = len(sweep[["prompt_id", "seed"]].drop_duplicates())
+    if n_units < 2:  # a covariance (FID) or an unbiased MMD (KID) needs two images per set
+        return (f"{spec.name} needs at least 2 images per (scheduler, steps) column, this sweep has {n_units} "
+                "(prompts x seeds): add seeds or prompts")
     files = [(sha, run.path / p) for sha, p in zip(sweep.sha256, sweep.path)]
     stats = fixed = None
     if target == "references":

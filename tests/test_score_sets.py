@@ -156,3 +156,15 @@ def test_fid_from_summed_moments_of_two_shares_equals_fid_of_all_features_in_one
     assert from_sums == pytest.approx(frechet_distance(torch.from_numpy(sweep), torch.from_numpy(target)), rel=1e-4)
     averaged = (frechet_distance_fast(sweep, target[:170]) + frechet_distance_fast(sweep, target[170:])) / 2
     assert abs(averaged - one_process) > 1e-3 * one_process
+
+
+def test_a_sweep_with_one_image_per_column_skips_fid_and_kid_with_why(tmp_path, torch_home):
+    prompts = tmp_path / "one.txt"
+    prompts.write_text("a cat sitting on a mat\n")
+    run = evalkit.run({**SWEEP, "seeds": 1, "prompts": str(prompts), "out": str(tmp_path / "run"),
+                       "metrics": ["ssim", "fid", "kid"]})
+    for name in ("fid", "kid"):
+        assert run.score.skipped[name] == (f"{name} needs at least 2 images per (scheduler, steps) column, this sweep "
+                                           "has 1 (prompts x seeds): add seeds or prompts")
+    assert run.score.computed == {"ssim": 4}
+    assert (run.dir / "report.html").is_file()
