@@ -137,9 +137,9 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
     store = FeatureStore(run.path / "cache" / "features" / _digest(spec.features or spec.backbone + spec.preprocessing))
     sweep = images[images.role == SWEEP].sort_values(["prompt_id", "seed"])
     references = images[images.role == REFERENCE].sort_values(["prompt_id", "seed"])
-    n_units = len(sweep[["prompt_id", "seed"]].drop_duplicates())
-    if n_units < 2:  # a covariance (FID) or an unbiased MMD (KID) needs two images per set
-        return (f"{spec.name} needs at least 2 images per (scheduler, steps) column, this sweep has {n_units} "
+    units = sweep[["prompt_id", "seed"]].drop_duplicates().apply(tuple, axis=1).tolist()
+    if len(units) < 2:  # a covariance (FID) or an unbiased MMD (KID) needs two images per set
+        return (f"{spec.name} needs at least 2 images per (scheduler, steps) column, this sweep has {len(units)} "
                 "(prompts x seeds): add seeds or prompts")
     files = [(sha, run.path / p) for sha, p in zip(sweep.sha256, sweep.path)]
     stats = fixed = None
@@ -179,7 +179,6 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
         return spec.compare(features, fixed if ref is None else ref)
 
     rng = np.random.default_rng(0)
-    units = sweep[["prompt_id", "seed"]].drop_duplicates().apply(tuple, axis=1).tolist()
     draws = rng.integers(0, len(units), size=(SET_BOOTSTRAP, len(units)))  # shared by every column: paired
     rows = []
     for (scheduler, steps), column in sweep.groupby(["scheduler", "steps"], sort=True):

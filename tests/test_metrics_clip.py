@@ -6,14 +6,13 @@ import socket
 import warnings
 from pathlib import Path
 
+import open_clip
 import pytest
 import torch
 
 from fake_clip import TINY_CLIP, backbone_string, register_tiny_clip, save_tiny_clip
 from evalkit.metrics.base import ALIGNMENT, IMAGE_PROMPT, MetricOptions
 from evalkit.metrics.clip import CLIP_SCORE, DEFAULT_BACKBONE, parse_backbone
-
-open_clip = pytest.importorskip("open_clip")
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import ray  # a test dependency (pyproject [test]): a missing Ray fails here, never skips
 from PIL import Image
 
 import evalkit
@@ -21,7 +22,6 @@ from evalkit.metrics.base import MetricOptions
 from evalkit.score import load_images
 from evalkit.store import RunDir
 
-ray = pytest.importorskip("ray")  # a declared test dependency: this only guards a partial local install
 
 TESTS_DIR = Path(__file__).resolve().parent
 SWEEP = dict(schedulers=["euler", "dpmpp_2m_karras"], steps=[1, 2, 4, 8], seeds=3, reference_steps=30, batch_size=2)

@@ -15,7 +15,6 @@ import pytest
 
 import evalkit
 
-pytest.importorskip("ray")  # a declared test dependency: this only guards a partial local install
 RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` CLI of this interpreter, whatever PATH holds
 
 
