@@ -1,7 +1,19 @@
-"""evalkit: how many sampling steps, with which scheduler, are enough?"""
+"""evalkit: how many sampling steps, with which scheduler, are enough?
+
+The stages (and torch, diffusers, pandas behind them) are imported on first use, so that
+`evalkit --help` and config errors answer at once; `import evalkit; evalkit.run(...)` works as before.
+"""
 from .config import SweepConfig, load_config
 from .errors import EvalkitError
-from .runner import Run, render, report, run, score
 
 __version__ = "0.1.0"
 __all__ = ["EvalkitError", "Run", "SweepConfig", "load_config", "render", "report", "run", "score", "__version__"]
+_STAGES = ("Run", "render", "report", "run", "score")
+
+
+def __getattr__(name: str):
+    if name in _STAGES:
+        from . import runner
+
+        return getattr(runner, name)
+    raise AttributeError(f"module 'evalkit' has no attribute {name!r}")

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .config import parse_list
+from .config import open_run, parse_list, resolve_config
 from .errors import EvalkitError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
@@ -54,13 +54,13 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
         workers: Optional[int] = _WORKERS, gpus_per_worker: Optional[float] = _GPUS,
         progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Render the sweep (resuming any earlier run in the same folder), score it, print the run folder."""
-    from .runner import run as run_sweep
-
-    result = run_sweep(config, progress=progress, **_sweep_overrides(
+    resolved = resolve_config(config, **_sweep_overrides(  # config errors come before the stages are imported
         model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
         reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference),
         **_execution(backend, ray_address, workers, gpus_per_worker))
-    _report(result)
+    from .runner import run as run_sweep
+
+    _report(run_sweep(resolved, progress=progress))
 
 
 @app.command()
@@ -68,10 +68,10 @@ def render(config: Optional[str] = _CONFIG, backend: Optional[str] = _BACKEND,
            ray_address: Optional[str] = _RAY_ADDRESS, workers: Optional[int] = _WORKERS,
            gpus_per_worker: Optional[float] = _GPUS, progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Stage 1 only, for a config file or an existing run folder."""
-    from .runner import open_run, render as render_stage
+    source = _stage_config(config, backend, ray_address, workers, gpus_per_worker)
+    from .runner import render as render_stage
 
-    source = open_run(config) if config and Path(config).is_dir() else config
-    _report(render_stage(source, progress=progress, **_execution(backend, ray_address, workers, gpus_per_worker)))
+    _report(render_stage(source, progress=progress))
 
 
 @app.command()
@@ -79,10 +79,16 @@ def score(config: Optional[str] = _CONFIG, backend: Optional[str] = _BACKEND,
           ray_address: Optional[str] = _RAY_ADDRESS, workers: Optional[int] = _WORKERS,
           gpus_per_worker: Optional[float] = _GPUS):
     """Stage 2 only (renders anything missing first), for a config file or an existing run folder."""
-    from .runner import open_run, score as score_stage
+    source = _stage_config(config, backend, ray_address, workers, gpus_per_worker)
+    from .runner import score as score_stage
 
+    _report(score_stage(source))
+
+
+def _stage_config(config, backend, ray_address, workers, gpus_per_worker):
+    """A stage command's config (a file or a run folder's), validated before any stage is imported."""
     source = open_run(config) if config and Path(config).is_dir() else config
-    _report(score_stage(source, **_execution(backend, ray_address, workers, gpus_per_worker)))
+    return resolve_config(source, **_execution(backend, ray_address, workers, gpus_per_worker))
 
 
 @app.command()
@@ -117,10 +123,11 @@ def min_steps(config: Optional[str] = _CONFIG,
     import json
 
     from .config import _tolerances
-    from .runner import open_run, run as run_sweep
 
-    source = open_run(config) if config and Path(config).is_dir() else config
+    source = resolve_config(open_run(config) if config and Path(config).is_dir() else config)
     tolerances = _tolerances(",".join(tolerance)) if tolerance else None
+    from .runner import run as run_sweep
+
     if search == "adaptive":
         from .search import adaptive_min_steps
 
@@ -167,10 +174,9 @@ def gate(baseline: Optional[str] = typer.Option(None, help="The run folder to co
 def selftest(config: Optional[str] = _CONFIG, seeds: Optional[str] = _SEEDS, out: Optional[str] = _OUT,
              progress: bool = typer.Option(False, help="Show a progress bar.")):
     """Check the min-steps logic against the exact model's ground truth; exit 0 if every scheduler matches."""
-    from .runner import resolve_config
+    resolved = resolve_config(config, seeds=seeds, out=out or "reports/selftest")
     from .selftest import selftest as run_selftest
 
-    resolved = resolve_config(config, seeds=seeds, out=out or "reports/selftest")
     rows, ok = run_selftest(resolved)
     typer.echo(f"{'scheduler':<18}{'harness':>9}{'truth':>9}  match (within one swept step count)")
     for row in rows:

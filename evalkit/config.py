@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,16 @@ DEFAULT_SCHEDULERS = ("euler", "euler_a", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_
 DEFAULT_STEPS = (1, 2, 3, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50)
 DEFAULT_PROMPTS = "prompts/default.txt"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The execution backends (executors.EXECUTORS registers one runner per name; config only needs the names,
+# so validating a config imports no stage).
+BACKENDS = ("local", "ray")
+DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+DTYPES = ("float32", "float16", "bfloat16")
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+# Largest image side: 4096 px already means 48 MiB of float32 pixels per image at each denoising step (plus the
+# model's activations); no text-to-image model renders much beyond that natively, and a typo like 100000 px
+# would need 120 GB for one image before anything fails.
+MAX_SIZE = 4096
 
 
 @dataclass(frozen=True)
@@ -100,6 +112,9 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
         v["backbones"] = _backbones(v["backbones"])
     if "tolerances" in v:
         v["tolerances"] = _tolerances(v["tolerances"])
+    if v.get("size") is not None and v["size"] > MAX_SIZE:
+        raise EvalkitError(f"size {v['size']} px is too large (limit {MAX_SIZE}: one {v['size']}² image needs "
+                           f"{3 * 4 * v['size'] ** 2 / 2**30:.0f} GiB of float32 pixels alone): use e.g. --size 512")
     if v.get("guidance") is not None:
         v["guidance"] = _number("guidance", v["guidance"])
     if "gpus_per_worker" in v:
@@ -107,16 +122,18 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
         if v["gpus_per_worker"] < 0:
             raise EvalkitError(f"gpus_per_worker must be >= 0, got {v['gpus_per_worker']:g}: e.g. 1, or 0.5 to share a GPU")
     if v.get("backend") is not None:
-        from .executors import EXECUTORS
-
-        if str(v["backend"]).lower() not in EXECUTORS.names():
-            raise EvalkitError(f"unknown backend {v['backend']!r}: use {' or '.join(EXECUTORS.names())} "
+        if str(v["backend"]).lower() not in BACKENDS:
+            raise EvalkitError(f"unknown backend {v['backend']!r}: use {' or '.join(BACKENDS)} "
                                "(--backend ray needs `pip install 'evalkit[ray]'`)")
         v["backend"] = str(v["backend"]).lower()
     for name in ("model", "prompts", "out", "device", "dtype", "negative_prompt", "reference_scheduler",
                  "revision", "variant", "fid_reference", "backend", "ray_address"):
         if v.get(name) is not None and not isinstance(v[name], str):
             raise EvalkitError(f"{name} must be a string, got {v[name]!r}: quote it in the TOML file")
+    if isinstance(v.get("device"), str) and not DEVICES.fullmatch(v["device"]):
+        raise EvalkitError(f"unknown device {v['device']!r}: use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps")
+    if isinstance(v.get("dtype"), str) and v["dtype"] not in DTYPES:
+        raise EvalkitError(f"unknown dtype {v['dtype']!r}: use {', '.join(DTYPES)}")
     config = SweepConfig(**v)
     if not config.schedulers:
         raise EvalkitError("schedulers is empty: name at least one (see `evalkit schedulers`)")
@@ -126,6 +143,25 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
             f"({max(config.steps)}): raise reference_steps or drop the largest step counts"
         )
     return config
+
+
+def resolve_config(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None,
+                   **overrides: Any) -> SweepConfig:
+    """A SweepConfig from any of the forms the stages take (a config, a dict, a file, None), plus overrides."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(config, SweepConfig):  # overrides are validated like any other value
+        return make_config({**dataclasses.asdict(config), **overrides}) if overrides else config
+    if isinstance(config, dict):
+        return make_config({**config, **overrides})
+    return load_config(config, **overrides)
+
+
+def open_run(path: str | os.PathLike) -> SweepConfig:
+    """The config of an existing run folder (for stage commands given a folder)."""
+    folder = Path(path)
+    if not (folder / "config.toml").is_file():
+        raise EvalkitError(f"{folder} is not a run folder (no config.toml): pass a run folder or a config file")
+    return load_config(folder / "config.toml", out=str(folder))
 
 
 def to_toml(config: SweepConfig) -> str:
@@ -199,6 +235,8 @@ def _seeds(value: Any) -> tuple[int, ...]:
         value = value.strip()
     if isinstance(value, (int, str)) and not isinstance(value, bool) and str(value).lstrip("-").isdigit():
         count = int(value)
+        if count > MAX_SEED:
+            raise EvalkitError(f"seeds = {count} is too many: a count N means seeds 0..N-1; list the seeds instead")
         if count < 1:
             raise EvalkitError(f"seeds must be at least 1, got {count}: use --seeds 4 or seeds = [0, 1, 2, 3]")
         return tuple(range(count))
@@ -213,6 +251,9 @@ def _seeds(value: Any) -> tuple[int, ...]:
             raise EvalkitError(f"seeds must be integers, got {item!r}: e.g. seeds = [0, 1, 2, 3]") from None
         if seed < 0 or isinstance(item, (bool, float)):
             raise EvalkitError(f"seeds must be integers ≥ 0, got {item!r}")
+        if seed > MAX_SEED:
+            raise EvalkitError(f"seed {seed} is too large: torch generators take seeds up to 2**63-1 "
+                               f"({MAX_SEED}); use smaller seeds")
         seeds.append(seed)
     if len(set(seeds)) != len(seeds):
         raise EvalkitError(f"seeds has duplicates: {seeds}; list each seed once")
@@ -248,9 +289,12 @@ def _number(name: str, value: Any) -> float:
     try:
         if isinstance(value, bool):
             raise ValueError
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise EvalkitError(f"{name} must be a number, got {value!r}: e.g. {name} = 7.5") from None
+    if not math.isfinite(number):
+        raise EvalkitError(f"{name} must be a finite number, got {value!r}: e.g. {name} = 7.5")
+    return number
 
 
 def _toml_value(value: Any) -> str:

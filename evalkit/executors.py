@@ -234,7 +234,7 @@ def _import_ray():
     return ray
 
 
-EXECUTORS: Registry[Callable[..., Any]] = Registry("backend")
+EXECUTORS: Registry[Callable[..., Any]] = Registry("backend")  # one per name in config.BACKENDS
 EXECUTORS.add("local", lambda **_: LocalExecutor())
 EXECUTORS.add("ray", lambda address=None, workers=None, gpus_per_worker=0.0: RayExecutor(address, workers,
                                                                                          gpus_per_worker))

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import SweepConfig, load_config, make_config, to_toml
+from .config import SweepConfig, open_run, resolve_config, to_toml  # noqa: F401  (open_run: the stages' API)
 from .errors import EvalkitError
 from .metrics import METRICS
 from .models import LoadOptions, Model, load_model, resolve_device
@@ -46,16 +46,6 @@ class Run:
     def images(self) -> pd.DataFrame:
         """One row per rendered job of this sweep (sweep and references), in plan order."""
         return RunDir(self.dir).current_images()
-
-
-def resolve_config(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None,
-                   **overrides: Any) -> SweepConfig:
-    if isinstance(config, SweepConfig):  # overrides are validated like any other value
-        return make_config({**dataclasses.asdict(config), **{k: v for k, v in overrides.items() if v is not None}}) \
-            if overrides else config
-    if isinstance(config, dict):
-        return make_config({**config, **{k: v for k, v in overrides.items() if v is not None}})
-    return load_config(config, **overrides)
 
 
 def load_options(config: SweepConfig, device: str | None = None) -> LoadOptions:
@@ -134,11 +124,3 @@ def save_config(run_dir: RunDir, config: SweepConfig) -> SweepConfig:
     resolved = dataclasses.replace(config, out=str(run_dir.path.resolve()), prompts=str(config.prompts_path().resolve()))
     atomic_write(run_dir.config_file, to_toml(resolved).encode())
     return resolved
-
-
-def open_run(path: str | os.PathLike) -> SweepConfig:
-    """The config of an existing run folder (for stage commands given a folder)."""
-    folder = Path(path)
-    if not (folder / "config.toml").is_file():
-        raise EvalkitError(f"{folder} is not a run folder (no config.toml): pass a run folder or a config file")
-    return load_config(folder / "config.toml", out=str(folder))

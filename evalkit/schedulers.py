@@ -6,7 +6,7 @@ the solver changes; the model is never reloaded.
 """
 from __future__ import annotations
 
-import importlib
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,9 +35,7 @@ class SchedulerSpec:
 
     def available(self) -> tuple[bool, str]:
         if self.needs:
-            try:
-                importlib.import_module(self.needs)
-            except ImportError:
+            if importlib.util.find_spec(self.needs) is None:  # found, not imported: torchsde imports torch
                 return False, f"needs `pip install {self.needs}`"
         return True, ""
 
