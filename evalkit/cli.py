@@ -58,6 +58,7 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
         model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
         reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference),
         **_execution(backend, ray_address, workers, gpus_per_worker))
+    _INTERRUPTED_RUN.append(resolved.run_dir())
     from .runner import run as run_sweep
 
     _report(run_sweep(resolved, progress=progress))
@@ -88,7 +89,9 @@ def score(config: Optional[str] = _CONFIG, backend: Optional[str] = _BACKEND,
 def _stage_config(config, backend, ray_address, workers, gpus_per_worker):
     """A stage command's config (a file or a run folder's), validated before any stage is imported."""
     source = open_run(config) if config and Path(config).is_dir() else config
-    return resolve_config(source, **_execution(backend, ray_address, workers, gpus_per_worker))
+    resolved = resolve_config(source, **_execution(backend, ray_address, workers, gpus_per_worker))
+    _INTERRUPTED_RUN.append(resolved.run_dir())
+    return resolved
 
 
 @app.command()
@@ -250,6 +253,19 @@ def _report(result) -> None:
         typer.echo(f"report: {result.report}")
 
 
+_INTERRUPTED_RUN: list[Path] = []  # the run folder a stage command works in, for the Ctrl-C message
+
+
+def _interrupted() -> str:
+    """What a Ctrl-C leaves: every finished batch's PNGs and rows (written atomically), and how to resume."""
+    if not _INTERRUPTED_RUN:
+        return "interrupted"
+    folder = _INTERRUPTED_RUN[-1]
+    kept = len(list((folder / "images").glob("*.png"))) if (folder / "images").is_dir() else 0
+    return (f"interrupted: {kept} finished image(s) are kept in {folder} (cached scores too); "
+            "rerun the same command to resume: only missing images render")
+
+
 def main() -> None:
     """Console entry point: EvalkitError -> one line on stderr, exit 2, no traceback."""
     try:
@@ -257,15 +273,16 @@ def main() -> None:
     except EvalkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        typer.echo("interrupted: finished images are kept; rerun the same command to resume", err=True)
+    except KeyboardInterrupt:  # click turns it into Abort (below) under standalone_mode=False; kept for safety
+        typer.echo(_interrupted(), err=True)
         sys.exit(130)
     except Exception as exc:
         # usage errors from typer's (vendored) click: they know how to show themselves and their exit code
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        if type(exc).__name__ == "Abort":
+        if type(exc).__name__ == "Abort":  # Ctrl-C (click's KeyboardInterrupt)
+            typer.echo(_interrupted(), err=True)
             sys.exit(130)
         raise
     sys.exit(code if isinstance(code, int) else 0)

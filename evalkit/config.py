@@ -20,6 +20,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The execution backends (executors.EXECUTORS registers one runner per name; config only needs the names,
 # so validating a config imports no stage).
 BACKENDS = ("local", "ray")
+TOML_HEADER = "# resolved by evalkit: the exact sweep that produced this run folder"  # marks a run folder's config
 DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPES = ("float32", "float16", "bfloat16")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
@@ -166,7 +167,7 @@ def open_run(path: str | os.PathLike) -> SweepConfig:
 
 def to_toml(config: SweepConfig) -> str:
     """The resolved config as TOML (None values are left out: they mean "model default")."""
-    lines = ["# resolved by evalkit: the exact sweep that produced this run folder"]
+    lines = [TOML_HEADER]
     for key in KEYS:
         value = getattr(config, key)
         if value is None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,6 +141,9 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
               thresholds_only: bool = False) -> int:
     """Judge the candidate; print the table; write JUnit/markdown if asked; return 0 (pass) or 1 (fail)."""
     parsed = load_rules(rules) if rules is not None else None
+    for flag, path in (("--junit", junit), ("--markdown", markdown)):
+        if path is not None:
+            _check_writable(flag, Path(path))
     if thresholds_only:
         if baseline is not None:
             raise EvalkitError("--thresholds-only judges one run against absolute bands: drop --baseline")
@@ -159,11 +163,28 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
         title = f"candidate {cand.dir} ({cand.config.model}) vs baseline {base.dir} ({base.config.model})"
     outcomes = _unique_names(outcomes)
     print(console_table(outcomes, title))
-    if junit is not None:
-        write_junit(Path(junit), outcomes)
-    if markdown is not None:
-        atomic_write(Path(markdown), markdown_summary(outcomes, title).encode())
+    for flag, path, write in (("--junit", junit, lambda p: write_junit(p, outcomes)),
+                              ("--markdown", markdown, lambda p: atomic_write(p, markdown_summary(outcomes, title).encode()))):
+        if path is not None:
+            try:
+                write(Path(path))
+            except OSError as exc:  # e.g. the disk filled up since the check
+                raise EvalkitError(f"{flag} {path} could not be written ({exc.strerror}): pass a writable file path "
+                                   "(the verdict above stands)") from None
     return 0 if all(o.passed for o in outcomes) else 1
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Output-file problems are bad input (exit 2), found before judging, never a failed gate (exit 1)."""
+    if path.is_dir():
+        raise EvalkitError(f"{flag} {path} is a folder: pass a file path, e.g. {path / 'gate.xml'}")
+    if not path.parent.is_dir():
+        raise EvalkitError(f"{flag} {path}: folder {path.parent} does not exist: create it or pass another path")
+    try:
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as exc:
+        raise EvalkitError(f"{flag} {path}: folder {path.parent} is not writable ({exc.strerror}): "
+                           "pass a path in a writable folder") from None
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -49,6 +49,11 @@ def load_prompts(path: str | Path) -> list[Prompt]:
         raise EvalkitError(
             f"prompt file {path} is not valid UTF-8 (byte {exc.start}): save it as UTF-8"
         ) from None
+    except OSError as exc:
+        raise EvalkitError(
+            f"can't read prompt file {path} ({exc.strerror}): check its permissions "
+            f"(e.g. chmod a+r {path}) or pass another --prompts file"
+        ) from None
 
     if ext == ".txt":
         rows = _read_txt(text)
@@ -62,6 +67,7 @@ def load_prompts(path: str | Path) -> list[Prompt]:
 
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
+    seen_text: dict[str, int] = {}
     for index, (given_id, prompt_text, where) in enumerate(rows):
         pid = given_id if given_id else f"p{index:03d}"
         if pid in seen:
@@ -70,6 +76,12 @@ def load_prompts(path: str | Path) -> list[Prompt]:
                 f"{rows[seen[pid]][2]}): give every prompt a unique id"
             )
         seen[pid] = index
+        if prompt_text in seen_text:  # same prompt + seed = the same image twice: a set metric would count it twice
+            raise EvalkitError(
+                f"duplicate prompt {prompt_text!r} in {path} at {rows[seen_text[prompt_text]][2]} and "
+                f"{where}: keep each prompt once (add more seeds for more images of one prompt)"
+            )
+        seen_text[prompt_text] = index
         prompts.append(Prompt(id=pid, text=prompt_text))
     return prompts
 

@@ -9,10 +9,12 @@ from typing import Any
 
 import pandas as pd
 
-from .config import SweepConfig, open_run, resolve_config, to_toml  # noqa: F401  (open_run: the stages' API)
+from .config import TOML_HEADER, SweepConfig, open_run, resolve_config, to_toml  # noqa: F401  (open_run: the stages' API)
 from .errors import EvalkitError
 from .metrics import METRICS
-from .models import LoadOptions, Model, load_model, resolve_device
+from .metrics.base import MetricOptions
+from .metrics.fid import check_fid_reference
+from .models import LoadOptions, Model, check_device, load_model, resolve_device
 from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs
 from .plateau import summarize_plateau
 from .prompts import load_prompts
@@ -64,11 +66,13 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
            **overrides: Any) -> Run:
     """Stage 1 for a config: plan, then render what is missing. Safe to rerun; resumes a killed run."""
     config = resolve_config(config, **overrides)
-    for name in [*config.metrics, *config.backbones]:
-        METRICS.get(name)  # an unknown metric fails before anything renders
+    check_metrics(config)
     prompts = load_prompts(config.prompts_path())
+    if config.backend == "local":  # Ray workers resolve the device on their own nodes
+        check_device(config.device)
     model = load_sweep_model(config)
     run_dir = RunDir(config.run_dir())
+    check_run_folder(run_dir.path)
     run_dir.prepare()
     with run_dir.lock():
         resolved = save_config(run_dir, config)
@@ -79,6 +83,29 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
         renderer = renderer_for(executor, model, settings, load_options(config, device=config.device))
         stats = render_jobs(run_dir, jobs, renderer, config.batch_size, executor, progress=progress)
     return Run(dir=run_dir.path, config=resolved, jobs=jobs, stats=stats)
+
+
+def check_metrics(config: SweepConfig) -> None:
+    """Unknown metrics, bad backbones and unusable FID targets fail before anything renders (and before
+    config.toml records them, where they would break every later `evalkit score DIR`)."""
+    for name in [*config.metrics, *config.backbones, *config.tolerances]:
+        METRICS.get(name)
+    for name, backbone in config.backbones.items():
+        METRICS.get(name).weights(MetricOptions(backbone=backbone))  # parses and resolves the backbone name
+    if config.fid_reference != "references" and {"fid", "kid"} & set(config.metrics or METRICS.names()):
+        check_fid_reference(Path(config.fid_reference))
+
+
+def check_run_folder(path: Path) -> None:
+    """Refuse to write a run into a folder that holds something else (its config.toml, report.html...)."""
+    if not path.is_dir() or not any(path.iterdir()):
+        return
+    config = path / "config.toml"
+    if any((path / name).exists() for name in (".lock", "images.parquet", "images.journal")) or (
+            config.is_file() and config.read_text(errors="replace").startswith(TOML_HEADER)):
+        return
+    raise EvalkitError(f"--out {path} is a folder with other files, not an evalkit run folder: "
+                       "pass --out with a new or empty folder (or an earlier run's folder)")
 
 
 def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, rendered: Run | None = None,

@@ -56,6 +56,7 @@ from typing import Any
 
 import torch
 
+from ..errors import EvalkitError
 from . import register
 from .base import ALIGNMENT, IMAGE_PROMPT, MetricOptions, MetricSpec, WeightFile
 
@@ -85,21 +86,22 @@ def parse_backbone(backbone: str | None) -> Backbone:
     """``MODEL/PRETRAINED`` or ``MODEL@/path/to/checkpoint.{pt,pth,bin,safetensors}``."""
     text = (backbone or DEFAULT_BACKBONE).strip()
     if text.startswith(("hf-hub:", "local-dir:")):
-        raise ValueError(f"clip_score backbone {text!r}: hf-hub:/local-dir: schemas are not supported; "
-                         "use MODEL/PRETRAINED or MODEL@/path/to/checkpoint")
+        raise EvalkitError(f"clip_score backbone {text!r}: hf-hub:/local-dir: schemas are not supported; "
+                           "use MODEL/PRETRAINED or MODEL@/path/to/checkpoint")
     if "@" in text:
         model, path = (part.strip() for part in text.split("@", 1))
         checkpoint = Path(path).expanduser()
         if not model or not path or checkpoint.suffix not in CHECKPOINT_SUFFIXES:
-            raise ValueError(f"clip_score backbone {text!r}: expected MODEL@/path/to/checkpoint"
-                             f" with one of {CHECKPOINT_SUFFIXES}")
+            raise EvalkitError(f"clip_score backbone {text!r}: expected MODEL@/path/to/checkpoint"
+                               f" with one of {CHECKPOINT_SUFFIXES}")
         return Backbone(model=model, checkpoint=checkpoint)
     if "/" in text:
         model, tag = (part.strip() for part in text.rsplit("/", 1))
         if model and tag:
             return Backbone(model=model, pretrained=tag)
-    raise ValueError(f"clip_score backbone {text!r}: expected MODEL/PRETRAINED (e.g. {DEFAULT_BACKBONE})"
-                     " or MODEL@/path/to/checkpoint.pt")
+    raise EvalkitError(f"clip_score backbone {text!r}: expected MODEL/PRETRAINED (e.g. {DEFAULT_BACKBONE};"
+                       " `python -c \"import open_clip; print(open_clip.list_pretrained())\"` lists them)"
+                       " or MODEL@/path/to/checkpoint.pt")
 
 
 def hf_hub_cache() -> Path:
@@ -118,8 +120,10 @@ def _pretrained_cfg(backbone: Backbone) -> dict:
     cfg = open_clip.get_pretrained_cfg(model, backbone.pretrained)
     if not cfg:
         tags = open_clip.list_pretrained_tags_by_model(model)
-        raise ValueError(f"clip_score backbone {backbone}: unknown open_clip pretrained tag; "
-                         f"tags for {model}: {tags or 'none (unknown model)'}")
+        raise EvalkitError(f"clip_score backbone {backbone}: unknown open_clip model/pretrained tag: "
+                           f"use {model}/TAG with a TAG from {tags}" if tags else
+                           f"clip_score backbone {backbone}: unknown open_clip model {model!r}: use a model from "
+                           "`python -c \"import open_clip; print(open_clip.list_pretrained())\"`")
     return cfg
 
 
@@ -301,7 +305,7 @@ def build(options: MetricOptions) -> ClipScorer:
     backbone = parse_backbone(options.backbone)
     missing = [w for w in _weight_files(backbone) if not w.found()]
     if missing:
-        raise FileNotFoundError("clip_score: missing weights for backbone " + str(backbone) + ": " + "; ".join(
+        raise EvalkitError("clip_score: missing weights for backbone " + str(backbone) + ": " + "; ".join(
             f"{w.description} (expected {w.path()}; fetch: {w.fetch})" for w in missing))
     import open_clip
 

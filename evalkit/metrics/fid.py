@@ -25,6 +25,7 @@ random subsets) are used unchanged.
 from __future__ import annotations
 
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -205,14 +206,49 @@ def load_npz_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     same resize: clean-fid's stats use PIL bicubic resizing, pytorch-fid's torch bilinear without
     antialiasing; ours use torchmetrics' antialiased bilinear (see PREPROCESSING).
     """
-    with np.load(path) as data:
-        missing = {"mu", "sigma"} - set(data.files)
-        if missing:
-            raise EvalkitError(f"{path}: not FID statistics, missing key(s) {sorted(missing)} (has {data.files})")
-        mu, sigma = np.asarray(data["mu"], dtype=np.float64), np.asarray(data["sigma"], dtype=np.float64)
+    fix = f"point fid_reference at an .npz with {FEATURE_DIM}-d Inception mu/sigma (pytorch-fid / clean-fid format)"
+    if not Path(path).is_file():
+        raise EvalkitError(f"fid_reference {path} not found: {fix}")
+    try:
+        with np.load(path) as data:
+            missing = {"mu", "sigma"} - set(data.files)
+            if missing:
+                raise EvalkitError(f"{path}: not FID statistics, missing key(s) {sorted(missing)} (has {data.files}): {fix}")
+            mu, sigma = np.asarray(data["mu"], dtype=np.float64), np.asarray(data["sigma"], dtype=np.float64)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise EvalkitError(f"fid_reference {path} is not a readable .npz ({str(exc).splitlines()[0]}): {fix}") from None
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise EvalkitError(f"{path}: mu {mu.shape} / sigma {sigma.shape} are not a mean and its covariance")
+        raise EvalkitError(f"{path}: mu {mu.shape} / sigma {sigma.shape} are not a mean and its covariance: {fix}")
+    if mu.shape[0] != FEATURE_DIM:
+        raise EvalkitError(f"{path}: statistics of {mu.shape[0]}-d features, but FID here uses {FEATURE_DIM}-d "
+                           f"Inception pool features: {fix}")
+    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+        raise EvalkitError(f"{path}: mu/sigma hold NaN or infinite values: {fix}")
     return mu, sigma
+
+
+def check_fid_reference(target: Path) -> None:
+    """Fail before rendering on a fid_reference that can't be used: bad statistics, or a folder without
+    at least 2 readable images (each image's file is checked whole, as PIL verifies it, without decoding)."""
+    if target.suffix == ".npz":
+        load_npz_stats(target)
+        return
+    from PIL import Image, UnidentifiedImageError
+
+    from ..score import IMAGE_SUFFIXES
+
+    fix = "point fid_reference at a folder of at least 2 readable images, an .npz with mu/sigma, or 'references'"
+    if not target.is_dir():
+        raise EvalkitError(f"fid_reference {target} is not a folder or an .npz file: {fix}")
+    files = sorted(p for p in target.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                image.verify()
+        except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
+            raise EvalkitError(f"fid_reference image {path} is unreadable ({exc}): replace or remove it") from None
+    if len(files) < 2:
+        raise EvalkitError(f"fid_reference {target} holds {len(files)} image(s): {fix}")
 
 
 def fid_from_stats(features: torch.Tensor | np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:

@@ -57,6 +57,17 @@ def resolve_device(device: str) -> str:
     return "cpu"
 
 
+def check_device(device: str) -> None:
+    """A device this machine has (the name itself is validated with the config)."""
+    if device.startswith("cuda"):
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            found = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else "no CUDA device"
+            raise EvalkitError(f"--device {device}: this machine has {found}: use --device auto or cpu")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise EvalkitError("--device mps: MPS is not available on this machine: use --device auto or cpu")
+
+
 def find_denoiser(pipe: Any) -> torch.nn.Module:
     """The network a sampler calls once per model evaluation: `unet`, `transformer` or `denoiser`."""
     for name in ("unet", "transformer", "denoiser", "prior"):

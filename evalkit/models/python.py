@@ -4,6 +4,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+from typing import Any
+
+from PIL import Image
 
 from ..errors import EvalkitError
 from ..schedulers import config_of
@@ -22,6 +25,9 @@ def load_python(target: str, options: LoadOptions) -> Model:
         raise EvalkitError(
             f"can't import module {module_name!r} for python:{target} ({exc}): install it or add its folder to PYTHONPATH"
         ) from None
+    except Exception as exc:  # noqa: BLE001 - a plugin that breaks at import is the user's input problem
+        raise EvalkitError(f"module {module_name!r} for python:{target} raised {type(exc).__name__} at import "
+                           f"({_first_line(exc)}): fix the module (try `python -c 'import {module_name}'`)") from None
     factory = getattr(module, factory_name, None)
     if not callable(factory):
         raise EvalkitError(f"module {module_name!r} has no callable {factory_name!r}: check the FACTORY part of {USAGE}")
@@ -56,6 +62,36 @@ def load_python(target: str, options: LoadOptions) -> Model:
         spec=f"python:{target}",
         identity=identity,
         scheduler_config=config_of(scheduler),
-        load_pipeline=lambda: pipe,
+        load_pipeline=lambda: CheckedPipeline(pipe, target),
         output_type="pil",
     )
+
+
+class CheckedPipeline:
+    """The plugin's pipeline (attributes read and set through, so samplers swap and NFE hooks work), whose
+    output is checked: the contract promises `.images` as PIL images; anything else is named, not saved."""
+
+    def __init__(self, pipe: Any, target: str):
+        object.__setattr__(self, "_pipe", pipe)
+        object.__setattr__(self, "_target", target)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pipe, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._pipe, name, value)
+
+    def __call__(self, **kwargs: Any) -> Any:
+        output = self._pipe(**kwargs)
+        images = getattr(output, "images", None)
+        if not isinstance(images, (list, tuple)) or not all(isinstance(image, Image.Image) for image in images):
+            got = type(images).__name__ if not isinstance(images, (list, tuple)) else \
+                ", ".join(sorted({type(image).__name__ for image in images}))
+            raise EvalkitError(f"python:{self._target} returned {got} as .images, not PIL images: make the pipeline "
+                               "return an object whose .images is a list of PIL.Image (output_type='pil')")
+        return output
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
