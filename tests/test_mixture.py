@@ -5,13 +5,16 @@ Run with `pytest -s tests/test_mixture.py` to see the measured error table.
 from __future__ import annotations
 
 import hashlib
+import itertools
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from evalkit.config import DEFAULT_PROMPTS, PROJECT_ROOT
 from evalkit.models import mixture as mx
+from evalkit.prompts import load_prompts
 from evalkit.schedulers import build_scheduler, get_scheduler
 
 torch.set_num_threads(1)
@@ -139,6 +142,20 @@ def test_same_seed_same_image_and_batch_independent(pipe):
             assert np.array_equal(np.asarray(again), np.asarray(singles[0])), name
             for b, s in zip(batch, singles):  # uint8-identical (in fact the floats are bitwise equal too)
                 assert np.array_equal(np.asarray(b), np.asarray(s)), (name, g)
+
+
+def test_default_prompts_are_distinct_distributions(pipe):
+    """Each default prompt selects its own components, so no two render the same image for one seed
+    (duplicates would count twice in every set metric of the default sweep)."""
+    prompts = [p.text for p in load_prompts(PROJECT_ROOT / DEFAULT_PROMPTS)]
+    selected = [set(mx.select_components(p)) for p in prompts]
+    for (a, sa), (b, sb) in itertools.combinations(zip(prompts, selected), 2):
+        assert not sa & sb, (a, b, sa & sb)
+    pipe.scheduler = sched("dpmpp_2m_karras")
+    for seed in (0, 1):
+        images = pipe(prompts, generator=gens([seed] * len(prompts)), num_inference_steps=4).images
+        for (a, ia), (b, ib) in itertools.combinations(zip(prompts, images), 2):
+            assert not np.array_equal(np.asarray(ia), np.asarray(ib)), (seed, a, b)
 
 
 def test_outputs_and_sizes(pipe):

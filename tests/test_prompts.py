@@ -29,9 +29,8 @@ def test_default_prompts_load():
     assert all(p.text and p.text == p.text.strip() for p in prompts)
     assert len({p.text for p in prompts}) == 12
     joined = " ".join(p.text for p in prompts).lower()
-    for word in ["person", "cat", "fish", "sun", "hills", "sea", "mountains",
-                 "hello", "stop", "three apples", "five dots", "checkerboard",
-                 "circles", "gradient"]:
+    for word in ["face", "standing", "kitten", "fish", "sun", "hills", "beach", "mountain",
+                 "hello", "stop", "three apples", "checkerboard", "circles", "gradient"]:
         assert word in joined, word
 
 
