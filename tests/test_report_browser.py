@@ -1,12 +1,16 @@
 """The report as a person sees it: headless Chromium (Debian's `chromium`) driven by Playwright, offline.
 
-CI installs both (apt-get install -y chromium; pip install playwright). Missing either is a FAILURE, not a
-skip. Never `playwright install`: the browser is the system chromium. The screenshot is written to
+`pip install -e '.[test]'` installs Playwright; a missing chromium is installed by this test itself with Debian's
+`apt-get install -y chromium` when it runs as root with apt-get (a fresh CI machine or container), so the README's
+test command needs no other set-up step; elsewhere it fails naming that command. Missing either is a FAILURE, not
+a skip. Never `playwright install`: the browser is the system chromium (no browser download works offline). The screenshot is written to
 tests/artifacts/report.png (git-ignored by tests/artifacts/.gitignore, written here).
 """
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -21,15 +25,33 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 SCREENSHOT = ARTIFACTS / "report.png"
 
 
+INSTALL = "apt-get update && apt-get install -y chromium"
+
+
+def _chromium() -> str:
+    """The system chromium, installed with Debian's package first if missing and we may (root, apt-get)."""
+    found = str(CHROMIUM) if CHROMIUM.is_file() else shutil.which("chromium")
+    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+            done = subprocess.run(command, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.fail(f"`{' '.join(command)}` failed ({(done.stderr or done.stdout).strip().splitlines()[-1:]}): "
+                            f"install chromium with `{INSTALL}` (never `playwright install`)")
+        found = str(CHROMIUM) if CHROMIUM.is_file() else shutil.which("chromium")
+    if found is None:
+        pytest.fail(f"chromium not found at {CHROMIUM}: install it with `{INSTALL}` as root "
+                    "(never `playwright install`)")
+    return found
+
+
 def _playwright():
-    if not (CHROMIUM.is_file() or shutil.which("chromium")):
-        pytest.fail("chromium not found at /usr/bin/chromium: install it with "
-                    "`apt-get update && apt-get install -y chromium` (never `playwright install`)")
+    chromium = _chromium()
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.fail("playwright is not installed: `pip install playwright` (its wheel ships the driver)")
-    return sync_playwright
+    return sync_playwright, chromium
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +61,10 @@ def report(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser_page(report):
-    sync_playwright = _playwright()
+    sync_playwright, chromium = _playwright()
     seen = {"errors": [], "dialogs": [], "blocked": []}
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM if CHROMIUM.is_file() else shutil.which("chromium")),
-                                    args=ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
 
         def route(r):

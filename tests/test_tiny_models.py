@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 
 import numpy as np
 import pytest
@@ -40,9 +41,20 @@ def loaded(tiny_sd_dir):
     return p
 
 
-def test_offline_env_is_set():
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
-    assert torch.get_num_threads() == 1
+def test_hub_lookups_are_offline(monkeypatch):
+    """conftest's HF_HUB_OFFLINE takes effect (huggingface_hub reads it once, at import, so setting it after an
+    import would do nothing): an uncached hub id fails at once with the offline error, never opening a socket."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to reach the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with pytest.raises(OSError) as info:
+        DiffusionPipeline.from_pretrained("evalkit-tests/never-cached")
+    chain, error = [], info.value
+    while error is not None:
+        chain.append(type(error).__name__)
+        error = error.__cause__ or error.__context__
+    assert "OfflineModeIsEnabled" in chain, chain  # not a refused socket, not a download attempt
 
 
 def test_saved_folder_layout(tiny_sd_dir):
