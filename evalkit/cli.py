@@ -273,7 +273,7 @@ def main() -> None:
     except EvalkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:  # click turns it into Abort (below) under standalone_mode=False; kept for safety
+    except KeyboardInterrupt:  # outside the command (typer handles it inside: see below)
         typer.echo(_interrupted(), err=True)
         sys.exit(130)
     except Exception as exc:
@@ -281,10 +281,12 @@ def main() -> None:
         if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
             exc.show()
             sys.exit(exc.exit_code)
-        if type(exc).__name__ == "Abort":  # Ctrl-C (click's KeyboardInterrupt)
+        if type(exc).__name__ == "Abort":  # Ctrl-C as plain click reports it
             typer.echo(_interrupted(), err=True)
             sys.exit(130)
         raise
+    if code == 130:  # Ctrl-C: typer turns KeyboardInterrupt into Exit(130), returned under standalone_mode=False
+        typer.echo(_interrupted(), err=True)
     sys.exit(code if isinstance(code, int) else 0)
 
 
