@@ -279,22 +279,22 @@ def _tolerances(value: Any) -> dict[str, float]:
     pairs = _backbones(value) if isinstance(value, str) else value
     if not isinstance(pairs, dict):
         raise EvalkitError(f"tolerances must map metric names to numbers, got {value!r}: e.g. tolerances = {{ ssim = 0.02 }}")
-    out = {name: _number(f"tolerances.{name}", tol) for name, tol in pairs.items()}
+    out = {name: _number(f"tolerances.{name}", tol, example=0.05) for name, tol in pairs.items()}
     bad = [name for name, tol in out.items() if tol <= 0]
     if bad:
         raise EvalkitError(f"tolerance for {bad[0]} must be > 0, got {out[bad[0]]}: e.g. ssim = 0.02")
     return out
 
 
-def _number(name: str, value: Any) -> float:
+def _number(name: str, value: Any, example: float = 7.5) -> float:
     try:
         if isinstance(value, bool):
             raise ValueError
         number = float(value)
     except (TypeError, ValueError):
-        raise EvalkitError(f"{name} must be a number, got {value!r}: e.g. {name} = 7.5") from None
+        raise EvalkitError(f"{name} must be a number, got {value!r}: e.g. {name} = {example}") from None
     if not math.isfinite(number):
-        raise EvalkitError(f"{name} must be a finite number, got {value!r}: e.g. {name} = 7.5")
+        raise EvalkitError(f"{name} must be a finite number, got {value!r}: e.g. {name} = {example}")
     return number
 
 

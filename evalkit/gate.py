@@ -177,7 +177,8 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
 def _check_writable(flag: str, path: Path) -> None:
     """Output-file problems are bad input (exit 2), found before judging, never a failed gate (exit 1)."""
     if path.is_dir():
-        raise EvalkitError(f"{flag} {path} is a folder: pass a file path, e.g. {path / 'gate.xml'}")
+        example = path / ("gate.xml" if flag == "--junit" else "gate.md")
+        raise EvalkitError(f"{flag} {path} is a folder: pass a file path, e.g. {example}")
     if not path.parent.is_dir():
         raise EvalkitError(f"{flag} {path}: folder {path.parent} does not exist: create it or pass another path")
     try:

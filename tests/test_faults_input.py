@@ -208,7 +208,7 @@ def test_bad_fid_references(tmp_path, sweep, evalkit_cli):
     nan_mu[3] = np.nan
     cases = {
         str(tmp_path / "missing.npz"): ["missing.npz not found", "point fid_reference at an .npz with 2048-d"],
-        str(garbage): ["garbage.npz is not a readable .npz", "point fid_reference at"],
+        str(garbage): ["garbage.npz is not an .npz archive", "point fid_reference at"],
         _npz(tmp_path / "dim.npz", np.zeros(64), np.eye(64)): ["statistics of 64-d features", "2048-d"],
         _npz(tmp_path / "nan.npz", nan_mu, np.eye(2048)): ["mu/sigma hold NaN or infinite values"],
         str(corrupt): ["fid_reference image", "a.png is unreadable", "replace or remove it"],
@@ -283,7 +283,8 @@ def test_gate_output_files_are_bad_input_not_a_failed_gate(flag, tmp_path, evalk
     base = ["gate", "--baseline", runs[0], "--candidate", runs[1]]
     one_line(evalkit_cli([*base, flag, "/nonexistent/x.out"]), f"{flag} /nonexistent/x.out: folder /nonexistent "
              "does not exist")
-    one_line(evalkit_cli([*base, flag, str(tmp_path)]), f"{flag} {tmp_path} is a folder: pass a file path")
+    one_line(evalkit_cli([*base, flag, str(tmp_path)]), f"{flag} {tmp_path} is a folder: pass a file path, e.g. "
+             f"{tmp_path / ('gate.xml' if flag == '--junit' else 'gate.md')}")
     blocker = tmp_path / "file"
     blocker.write_text("")
     one_line(evalkit_cli([*base, flag, str(blocker / "x.out")]), "does not exist")

@@ -209,6 +209,8 @@ def load_npz_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     fix = f"point fid_reference at an .npz with {FEATURE_DIM}-d Inception mu/sigma (pytorch-fid / clean-fid format)"
     if not Path(path).is_file():
         raise EvalkitError(f"fid_reference {path} not found: {fix}")
+    if not zipfile.is_zipfile(path):  # np.load would try it as a pickle and say so
+        raise EvalkitError(f"fid_reference {path} is not an .npz archive: {fix}")
     try:
         with np.load(path) as data:
             missing = {"mu", "sigma"} - set(data.files)
