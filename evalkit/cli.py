@@ -268,6 +268,7 @@ def _interrupted() -> str:
 
 def main() -> None:
     """Console entry point: EvalkitError -> one line on stderr, exit 2, no traceback."""
+    _INTERRUPTED_RUN.clear()
     try:
         code = app(standalone_mode=False)
     except EvalkitError as exc:

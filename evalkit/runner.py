@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import TOML_HEADER, SweepConfig, open_run, resolve_config, to_toml  # noqa: F401  (open_run: the stages' API)
+from .config import TOML_HEADER, SweepConfig, resolve_config, to_toml
 from .errors import EvalkitError
 from .metrics import METRICS
 from .metrics.base import MetricOptions
