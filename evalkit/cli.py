@@ -232,6 +232,8 @@ def _report(result) -> None:
     stats = result.stats
     typer.echo(f"rendered {stats.rendered} new image(s); {stats.planned} planned; "
                f"{len(result.images)} on disk for this sweep")
+    if stats.replaced:
+        typer.echo(f"re-rendered {stats.replaced} image(s) whose PNG no longer matched its sha256 in images.parquet")
     if result.score is not None:
         computed = ", ".join(f"{name} {count}" for name, count in result.score.computed.items())
         typer.echo(f"scored new images: {computed or 'none'}")

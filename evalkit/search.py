@@ -79,10 +79,10 @@ def adaptive_min_steps(config: SweepConfig | str | None = None, tolerances: dict
     tolerances = _gates(config, tolerances or config.tolerances or DEFAULT_TOLERANCES)
     evaluator = _Evaluator(config, model, tolerances)
     run_dir = RunDir(config.run_dir())
-    run_dir.prepare()
     steps = sorted(config.steps)
     results: dict[str, Any] = {}
     with run_dir.lock():
+        run_dir.prepare()
         save_config(run_dir, config)
         for scheduler in dict.fromkeys(get_scheduler(s).name for s in config.schedulers):
             results[scheduler] = _search_one(evaluator, scheduler, steps)
