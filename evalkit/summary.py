@@ -25,6 +25,13 @@ PACKAGES = ("evalkit", "torch", "diffusers", "transformers", "open-clip-torch", 
 
 
 def summarize_scores(run: RunDir, images: pd.DataFrame, config: SweepConfig, result: ScoreResult) -> pd.DataFrame:
+    """`score_table`, written as set_scores.parquet."""
+    table = score_table(images, config, result)
+    atomic_write_table(run.path / "set_scores.parquet", table[SET_SCORE_COLUMNS])
+    return table
+
+
+def score_table(images: pd.DataFrame, config: SweepConfig, result: ScoreResult) -> pd.DataFrame:
     """Per-image metrics: means with paired-bootstrap CIs over (prompt, seed) units (references are their own
     column); set metrics as computed. `broken` counts the column's images left unscored as broken; `flags`
     marks values to read with care (see `flag_rows`)."""
@@ -38,7 +45,6 @@ def summarize_scores(run: RunDir, images: pd.DataFrame, config: SweepConfig, res
     table = pd.concat([table, *sets], ignore_index=True) if sets else table
     table["broken"] = table["broken"].fillna(0).astype(int)
     table["flags"] = flag_rows(table, config)
-    atomic_write_table(run.path / "set_scores.parquet", table[SET_SCORE_COLUMNS])
     return table
 
 
