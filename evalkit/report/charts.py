@@ -195,8 +195,9 @@ def pareto_points(data: RunData, metric: str) -> pd.DataFrame:
 
 def frontier(points: pd.DataFrame, x: str, higher_is_better: bool) -> pd.DataFrame:
     """Points no other (convergent) point beats on both cost x and quality."""
-    better = orientation(higher_is_better) * points["value"]
-    pts = points[points["convergent"]].assign(better=better).sort_values([x, "better"], ascending=[True, False])
+    pts = points[points["convergent"]]
+    pts = pts.assign(better=orientation(higher_is_better) * pts["value"]).sort_values([x, "better"],
+                                                                                     ascending=[True, False])
     keep, best = [], None
     for idx, value in zip(pts.index, pts["better"]):
         if best is None or value > best:

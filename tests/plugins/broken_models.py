@@ -2,9 +2,15 @@
 
 Each wraps builtin:mixture (so NFE is counted and schedulers swap as usual) and spoils only its output:
 ``nan_pipeline`` returns all-NaN images (what a diverging model in half precision gives), ``short_pipeline``
-one image fewer than prompts, ``small_pipeline`` images half the size asked.
+one image fewer than prompts, ``small_pipeline`` images half the size asked. ``held_pipeline`` returns the
+exact model's images, but each call waits while the file ``$EVALKIT_HOLD_FILE`` exists (a run that is
+still rendering, for the concurrency test).
 """
 from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
 
 import numpy as np
 
@@ -48,3 +54,14 @@ def short_pipeline():
 
 def small_pipeline():
     return _Spoiled(lambda images: [image[::2, ::2] for image in images], "small")
+
+
+def _hold(images):
+    hold, deadline = Path(os.environ["EVALKIT_HOLD_FILE"]), time.time() + 300
+    while hold.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    return images
+
+
+def held_pipeline():
+    return _Spoiled(_hold, "held")
