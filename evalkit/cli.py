@@ -142,10 +142,10 @@ def min_steps(config: Optional[str] = _CONFIG,
 def _merge_summary(folder: Path, update: dict) -> None:
     import json
 
-    from .store import atomic_write
+    from .store import atomic_write, read_json
 
     path = folder / "summary.json"
-    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary = read_json(path, f"delete it and rerun `evalkit score {folder}`") if path.is_file() else {}
     atomic_write(path, json.dumps({**summary, **update}, indent=2, default=str).encode())
 
 

@@ -72,7 +72,7 @@ def ground_truth_images(run: RunDir, sweep: pd.DataFrame, config: SweepConfig) -
     for unit in sweep[["prompt_id", "seed", "prompt"]].drop_duplicates(["prompt_id", "seed"]).itertuples():
         ident = json.dumps([mixture.VERSION, unit.prompt, unit.seed, guidance, size, config.negative_prompt])
         path = folder / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.png"
-        if not path.is_file():
+        if not _readable(path):  # missing, or a corrupt cache entry: computed again
             pixels = pipe.ground_truth(unit.prompt, unit.seed, guidance_scale=guidance, height=size, width=size,
                                        negative_prompt=config.negative_prompt)
             buffer = io.BytesIO()
@@ -80,3 +80,12 @@ def ground_truth_images(run: RunDir, sweep: pd.DataFrame, config: SweepConfig) -
             atomic_write(path, buffer.getvalue())
         paths[(unit.prompt_id, unit.seed)] = path
     return paths
+
+
+def _readable(path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return True
