@@ -29,8 +29,8 @@ from .executors import LocalExecutor
 from .metrics import METRICS
 from .metrics.base import IMAGE_PROMPT, IMAGE_REFERENCE, SET, MetricOptions, MetricSpec
 from .models import resolve_device
-from .plan import REFERENCE, SWEEP, reference_scheduler
-from .store import SCORE_COLUMNS, RunDir, atomic_write, atomic_write_table, is_broken, make_dirs
+from .plan import reference_scheduler
+from .store import REFERENCE, SCORE_COLUMNS, SWEEP, RunDir, atomic_write, atomic_write_table, is_broken, make_dirs
 
 CHECKPOINT_EVERY = 50  # batches between cache writes: an interrupted stage resumes from there
 SET_BOOTSTRAP = 200  # replicates for set-metric intervals (each replicate recomputes FID/KID)
