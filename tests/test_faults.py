@@ -12,11 +12,15 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 import evalkit
+from evalkit.metrics import METRICS
+from evalkit.metrics.base import MetricOptions
+from evalkit.score import FeatureStore
 from evalkit.store import RunDir, read_json, sha256_of
 
 TESTS = Path(__file__).resolve().parent
@@ -309,3 +313,29 @@ def test_a_run_folder_made_read_only_mid_run_is_one_line_and_loses_nothing(tmp_p
     code, out_text, err = evalkit_cli(["run", *sweep_args(prompts, out), "--batch-size", "2"])
     assert code == 0, err
     assert "rendered 16 new image(s)" in out_text and kept.items() <= _finished(out).items()
+
+
+def test_a_corrupt_feature_cache_entry_is_computed_again(tmp_path):
+    """Set-metric features are a cache: a torn or foreign .npy is recomputed, a whole one is reused."""
+    class Recorder:  # an executor that records what it is asked to compute
+        workers, asked = 1, []
+
+        def map(self, factory, method, items):
+            for shas, _ in items:
+                self.asked += shas
+                yield shas, np.full((len(shas), 4), 7.0)
+
+    files = []
+    for i, sha in enumerate(["whole", "torn", "foreign", "missing"]):
+        path = tmp_path / f"{sha}.png"
+        Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(path)
+        files.append((sha, path))
+    store = FeatureStore(tmp_path / "features")
+    (tmp_path / "features").mkdir()
+    np.save(store.path("whole"), np.arange(4.0))
+    store.path("torn").write_bytes(store.path("whole").read_bytes()[:40])
+    np.save(store.path("foreign"), np.array(["not", "features"]))
+    recorder = Recorder()
+    assert store.compute(METRICS.get("fid"), MetricOptions(batch_size=8), files, recorder) == 3
+    assert sorted(recorder.asked) == ["foreign", "missing", "torn"]
+    assert store.load(["whole", "torn"]).tolist() == [[0.0, 1.0, 2.0, 3.0], [7.0] * 4]
