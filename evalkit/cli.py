@@ -152,10 +152,10 @@ def min_steps(config: Optional[str] = _CONFIG,
 def _merge_summary(folder: Path, update: dict) -> None:
     import json
 
-    from .store import atomic_write
+    from .store import atomic_write, read_json
 
     path = folder / "summary.json"
-    summary = json.loads(path.read_text()) if path.is_file() else {}
+    summary = read_json(path, f"delete it and rerun `evalkit score {folder}`") if path.is_file() else {}
     atomic_write(path, json.dumps({**summary, **update}, indent=2, default=str).encode())
 
 
@@ -241,6 +241,8 @@ def _report(result) -> None:
     stats = result.stats
     typer.echo(f"rendered {stats.rendered} new image(s); {stats.planned} planned; "
                f"{len(result.images)} on disk for this sweep")
+    if stats.replaced:
+        typer.echo(f"re-rendered {stats.replaced} image(s) whose PNG no longer matched its sha256 in images.parquet")
     if result.score is not None:
         computed = ", ".join(f"{name} {count}" for name, count in result.score.computed.items())
         typer.echo(f"scored new images: {computed or 'none'}")

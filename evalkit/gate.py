@@ -37,6 +37,17 @@ set_scores values are compared directly, with no pairing and no CI. A "*" schedu
 min_steps: from summary.json. A scheduler that reached the plateau in the baseline but not in the candidate
 fails; one that reaches it in neither passes (with a note).
 
+    [[broken_images]]         # always applied: without this table, max_broken = 0 for every scheduler
+    scheduler = "*"           # a swept scheduler, "references", or "*" (default) = each of them
+    max_broken = 0            # non-finite or blank images the candidate may have there (default 0)
+
+broken_images: a broken image has no scores (it is never compared with anything), so without this rule a
+model returning NaN could pass every other rule. To accept some, relax it explicitly in the rules file.
+
+A gate that compares nothing (e.g. every swept scheduler stochastic, so "*" regression rules on convergence
+metrics skip every column and neither run reaches minimum steps) is bad input, exit 2: gate such sweeps on
+FID/KID or clip_score, or name the scheduler in the rule.
+
 Without a rules file: a regression rule per per-image metric scored in both runs that has a default
 tolerance (plateau.DEFAULT_TOLERANCES, used as max_drop; e.g. psnr has none and is not gated), over every
 shared column, plus `min_steps` with max_increase 0 for every scheduler. With `thresholds_only`, one run
@@ -44,7 +55,6 @@ shared column, plus `min_steps` with max_increase 0 for every scheduler. With `t
 """
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import xml.etree.ElementTree as ET
@@ -54,13 +64,13 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .config import SweepConfig, load_config, read_toml
+from .config import read_toml
 from .errors import EvalkitError
 from .metrics import METRICS
 from .metrics.base import SET
 from .plateau import DEFAULT_TOLERANCES
-from .stats import bootstrap_means
-from .store import RunDir, atomic_write
+from .stats import bootstrap_means, orientation
+from .store import UNIT_COLUMN, ScoredRun, atomic_write, is_broken
 
 ALL = "*"
 N_BOOT, LEVEL, SEED = 2000, 0.95, 0
@@ -68,8 +78,9 @@ KINDS = {  # rule kind -> (required keys, optional keys with defaults)
     "regression": ({"metric", "max_drop"}, {"scheduler": ALL, "steps": ALL}),
     "min_steps": ({"max_increase"}, {"scheduler": ALL}),
     "band": ({"metric", "scheduler", "steps", "lo", "hi"}, {}),
+    "broken_images": (set(), {"scheduler": ALL, "max_broken": 0}),
 }
-UNIT_COLUMN = ["prompt_id", "seed", "scheduler", "steps"]
+REFERENCES = "references"  # the broken_images rule's name for the run's reference images
 HEADER = ["rule", "baseline", "candidate", "delta", "CI", "verdict"]
 DELTA_NOTE = ("delta = candidate − baseline, sign flipped for lower-is-better metrics (negative = worse); "
               "CI = 95% paired bootstrap over (prompt, seed) units; regressions pass on the CI's worse bound")
@@ -100,18 +111,16 @@ class Outcome:
     delta: float | None
     ci: tuple[float, float] | None
     message: str  # why it passed or failed, one line
+    compared: bool = True  # False: the instance had nothing to judge (the gate refuses to compare nothing)
 
 
-@dataclass
-class RunData:
-    """What the gate reads from a scored run folder."""
+class RunData(ScoredRun):
+    """A scored run (store.ScoredRun) with the gate's look-ups."""
 
-    dir: Path
-    config: SweepConfig
-    images: pd.DataFrame  # sweep rows of the run's current sweep
-    values: pd.DataFrame  # per-image: prompt_id, seed, scheduler, steps, metric, value
-    set_scores: pd.DataFrame
-    summary: dict[str, Any]
+    def broken(self, scheduler: str) -> tuple[int, int]:
+        """(broken, all) images of one swept scheduler, or of the references (REFERENCES)."""
+        rows = self.references if scheduler == REFERENCES else self.sweep[self.sweep.scheduler == scheduler]
+        return sum(is_broken(f) for f in rows["flags"]), len(rows)
 
     def columns(self, metric: str) -> set[tuple[str, int]]:
         rows = self.set_scores[self.set_scores.metric == metric]
@@ -152,15 +161,21 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
             raise EvalkitError("--thresholds-only needs a rules file with at least one [[band]] rule: "
                                "pass --rules FILE with [[band]] metric, scheduler, steps, lo, hi")
         cand = load_run(candidate)
-        outcomes = [o for r in bands for o in judge_band(r, None, cand)]
+        outcomes = [o for r in [*bands, *broken_rules(parsed)] for o in
+                    (judge_band(r, None, cand) if r.kind == "band" else judge_broken(r, None, cand))]
         title = f"candidate {cand.dir} ({cand.config.model}) against absolute bands"
     else:
         if baseline is None:
             raise EvalkitError("gate needs --baseline DIR and --candidate DIR (or --thresholds-only with --rules)")
         base, cand = load_run(baseline), load_run(candidate)
         check_comparable(base, cand)
-        outcomes = evaluate(parsed if parsed is not None else default_rules(base, cand), base, cand)
+        chosen = parsed if parsed is not None else default_rules(base, cand)
+        outcomes = evaluate([r for r in chosen if r.kind != "broken_images"] + broken_rules(parsed), base, cand)
         title = f"candidate {cand.dir} ({cand.config.model}) vs baseline {base.dir} ({base.config.model})"
+    if not any(o.compared for o in outcomes):
+        raise EvalkitError("the gate compared nothing: no rule instance had values to judge (e.g. every swept "
+                           "scheduler is stochastic, so \"*\" skips their convergence columns and neither run reaches "
+                           "min steps): gate them on fid/kid or clip_score, or name the scheduler in a [[regression]]")
     outcomes = _unique_names(outcomes)
     print(console_table(outcomes, title))
     for flag, path, write in (("--junit", junit, lambda p: write_junit(p, outcomes)),
@@ -193,19 +208,7 @@ def _check_writable(flag: str, path: Path) -> None:
 # ----------------------------------------------------------------------------------------------------------
 
 def load_run(path: str | Path) -> RunData:
-    folder = Path(path)
-    for name in ("config.toml", "images.parquet", "jobs.parquet", "scores.parquet", "set_scores.parquet",
-                 "summary.json"):
-        if not (folder / name).is_file():
-            raise EvalkitError(f"{folder} is not a scored run folder (no {name}): run `evalkit run` or "
-                               f"`evalkit score {folder}` first")
-    config = load_config(folder / "config.toml", out=str(folder))
-    images = RunDir(folder).current_images()
-    sweep = images[images.role == "sweep"]
-    values = pd.read_parquet(folder / "scores.parquet").merge(sweep[["key", *UNIT_COLUMN]], on="key")
-    values = values[[*UNIT_COLUMN, "metric", "value"]]
-    summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-    return RunData(folder, config, sweep, values, pd.read_parquet(folder / "set_scores.parquet"), summary)
+    return RunData.read(path)
 
 
 def check_comparable(base: RunData, cand: RunData) -> None:
@@ -215,7 +218,7 @@ def check_comparable(base: RunData, cand: RunData) -> None:
     if set(b.seeds) != set(c.seeds):
         diffs.append(f"seeds {_list(sorted(b.seeds))} vs {_list(sorted(c.seeds))}")
     diffs += _prompt_diffs(_prompts(base), _prompts(cand))
-    sizes = [sorted({(int(w), int(h)) for w, h in zip(r.images.width, r.images.height)}) for r in (base, cand)]
+    sizes = [sorted({(int(w), int(h)) for w, h in zip(r.sweep.width, r.sweep.height)}) for r in (base, cand)]
     if sizes[0] != sizes[1]:
         diffs.append(f"image size {_sizes(sizes[0])} vs {_sizes(sizes[1])}")
     for key in ("guidance", "negative_prompt", "reference_scheduler", "reference_steps", "tolerances"):
@@ -225,7 +228,7 @@ def check_comparable(base: RunData, cand: RunData) -> None:
     for name in sorted(set(metrics_b) & set(metrics_c)):
         if metrics_b[name].get("backbone") != metrics_c[name].get("backbone"):
             diffs.append(f"{name} backbone {metrics_b[name].get('backbone')!r} vs {metrics_c[name].get('backbone')!r}")
-    columns = [{(s, int(n)) for s, n in zip(r.images.scheduler, r.images.steps)} for r in (base, cand)]
+    columns = [{(s, int(n)) for s, n in zip(r.sweep.scheduler, r.sweep.steps)} for r in (base, cand)]
     if not columns[0] & columns[1]:
         diffs.append(f"no shared (scheduler, steps) columns ({_cols(columns[0])} vs {_cols(columns[1])})")
     if diffs:
@@ -234,7 +237,7 @@ def check_comparable(base: RunData, cand: RunData) -> None:
 
 
 def _prompts(run: RunData) -> dict[str, str]:
-    return dict(zip(run.images.prompt_id, run.images.prompt))
+    return dict(zip(run.sweep.prompt_id, run.sweep.prompt))
 
 
 def _prompt_diffs(a: dict[str, str], b: dict[str, str]) -> list[str]:
@@ -309,6 +312,8 @@ def _rule(kind: str, entry: dict[str, Any], where: str) -> Rule:
         fields["limit"] = _number(v["max_drop"], "max_drop", where, minimum=0.0)
     elif kind == "min_steps":
         fields["limit"] = _number(v["max_increase"], "max_increase", where, minimum=0.0)
+    elif kind == "broken_images":
+        fields["limit"] = _number(v["max_broken"], "max_broken", where, minimum=0.0)
     else:
         fields["lo"], fields["hi"] = _number(v["lo"], "lo", where), _number(v["hi"], "hi", where)
         if fields["lo"] > fields["hi"]:
@@ -347,6 +352,12 @@ def default_rules(base: RunData, cand: RunData) -> list[Rule]:
     return rules + [Rule("min_steps", "default (min_steps, max_increase = 0)", limit=0.0)]
 
 
+def broken_rules(parsed: list[Rule] | None) -> list[Rule]:
+    """The file's [[broken_images]] rules, or the default that no image may be broken: always judged."""
+    given = [r for r in parsed or [] if r.kind == "broken_images"]
+    return given or [Rule("broken_images", "default (broken_images, max_broken = 0)", limit=0.0)]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Judging
 # ----------------------------------------------------------------------------------------------------------
@@ -359,6 +370,8 @@ def evaluate(rules: list[Rule], base: RunData, cand: RunData) -> list[Outcome]:
             out += judge_regression(rule, base, cand, deltas)
         elif rule.kind == "min_steps":
             out += judge_min_steps(rule, base, cand)
+        elif rule.kind == "broken_images":
+            out += judge_broken(rule, base, cand)
         else:
             out += judge_band(rule, base, cand)
     return out
@@ -371,7 +384,7 @@ def paired_deltas(base: RunData, cand: RunData) -> pd.DataFrame:
     differences: one resample of units per metric shared by all columns (= stats.paired_difference per
     column when no unit is missing)."""
     keys = UNIT_COLUMN + ["metric"]
-    both = base.values.merge(cand.values, on=keys, suffixes=("_b", "_c")).dropna(subset=["value_b", "value_c"])
+    both = base.sweep_values().merge(cand.sweep_values(), on=keys, suffixes=("_b", "_c")).dropna(subset=["value_b", "value_c"])
     if both.empty:
         return pd.DataFrame(columns=["scheduler", "steps", "metric", "mean_b", "mean_c", "mean", "ci_low",
                                      "ci_high", "n"])
@@ -414,7 +427,7 @@ def _scored(rule: Rule, *runs: RunData) -> None:
 def judge_regression(rule: Rule, base: RunData, cand: RunData, deltas: pd.DataFrame) -> list[Outcome]:
     _scored(rule, base, cand)
     spec = METRICS.get(rule.metric)
-    sign = 1.0 if spec.higher_is_better else -1.0
+    sign = orientation(spec.higher_is_better)
     columns = base.columns(rule.metric) & cand.columns(rule.metric)
     skip = lambda c: any(r.flagged(rule.metric, c, "not-convergent") for r in (base, cand))  # noqa: E731
     out = []
@@ -429,6 +442,13 @@ def judge_regression(rule: Rule, base: RunData, cand: RunData, deltas: pd.DataFr
                                f"{'within' if ok else 'beyond'} max_drop {rule.limit:g}"))
             continue
         row = deltas[(deltas.metric == rule.metric) & (deltas.scheduler == column[0]) & (deltas.steps == column[1])]
+        broken = [r.set_scores.loc[(r.set_scores.metric == rule.metric) & (r.set_scores.scheduler == column[0])
+                                   & (r.set_scores.steps == column[1]), "broken"].sum() for r in (base, cand)]
+        if row.empty and any(broken):
+            out.append(Outcome(name, False, base.set_value(rule.metric, column), cand.set_value(rule.metric, column),
+                               None, None, f"no unit scored in both runs: {int(broken[1])} candidate and "
+                               f"{int(broken[0])} baseline image(s) broken (non-finite or blank)"))
+            continue
         if row.empty:
             raise EvalkitError(f"{rule.where}: the runs share no (prompt, seed) units with {rule.metric} values "
                                f"at {column[0]}@{column[1]}: rescore both runs")
@@ -466,7 +486,21 @@ def judge_min_steps(rule: Rule, base: RunData, cand: RunData) -> list[Outcome]:
             out.append(Outcome(name, True, None, vc, None, None, "reached in candidate only (baseline never did)"))
         else:
             out.append(Outcome(name, True, None, None, None, None,
-                               "not reached in either run: nothing to compare (sweep more steps)"))
+                               "not reached in either run: nothing to compare (sweep more steps)", compared=False))
+    return out
+
+
+def judge_broken(rule: Rule, base: RunData | None, cand: RunData) -> list[Outcome]:
+    """Broken (non-finite or blank) images of the candidate, per swept scheduler and for the references."""
+    columns = {(s, 0) for s in cand.sweep.scheduler} | ({(REFERENCES, 0)} if len(cand.references) else set())
+    out = []
+    for scheduler, _ in expand(rule, columns):
+        count, total = cand.broken(scheduler)
+        ok = count <= rule.limit
+        out.append(Outcome(f"broken_images {scheduler}", ok, base.broken(scheduler)[0] if base is not None else None,
+                           count, None, None,
+                           f"{count} of {total} image(s) non-finite or blank (unscored) "
+                           f"{'<=' if ok else '>'} max_broken {rule.limit:g}", compared=False))
     return out
 
 

@@ -10,8 +10,7 @@ from .config import SweepConfig
 from .models import Model
 from .prompts import Prompt
 from .schedulers import build_scheduler, check_compatible, config_of, get_scheduler
-
-SWEEP, REFERENCE = "sweep", "reference"
+from .store import REFERENCE, SWEEP
 
 
 @dataclass(frozen=True)

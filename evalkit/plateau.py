@@ -18,7 +18,8 @@ import pandas as pd
 from .metrics import METRICS
 from .metrics.base import CONVERGENCE, SET
 from .schedulers import SCHEDULERS
-from .stats import paired_difference
+from .stats import orientation, paired_difference, passing_from
+from .store import SWEEP
 
 # What a user sees at each default tolerance:
 DEFAULT_TOLERANCES = {
@@ -35,7 +36,8 @@ RULE = ("Minimum useful steps: the smallest swept step count from which, at that
         "count, each gating metric stays within its tolerance of the plateau at the 95% confidence bound (the "
         "worse end of the paired-bootstrap interval over prompt+seed units, not the mean). The plateau is the "
         "same-seed high-step reference for convergence metrics and the scheduler's highest swept count for "
-        "absolute metrics such as CLIP score. Stochastic samplers are judged only on absolute metrics.")
+        "absolute metrics such as CLIP score. Stochastic samplers are judged only on absolute metrics. A count "
+        "with any broken (non-finite or blank) image, or broken reference, never passes.")
 
 
 def summarize_plateau(set_scores: pd.DataFrame, values: pd.DataFrame, images: pd.DataFrame,
@@ -47,7 +49,7 @@ def summarize_plateau(set_scores: pd.DataFrame, values: pd.DataFrame, images: pd
     scored = set(set_scores.metric)
     gates = {m: t for m, t in (tolerances or DEFAULT_TOLERANCES).items()
              if m in scored and METRICS.get(m).inputs != SET}
-    sweep = images[images.role == "sweep"]
+    sweep = images[images.role == SWEEP]
     out = {"rule": RULE, "tolerances": gates, "schedulers": {}}
     for scheduler in sorted(set(sweep.scheduler)):
         steps = sorted(set(sweep[sweep.scheduler == scheduler].steps))
@@ -73,7 +75,8 @@ def _evidence(metric: str, tolerance: float, scheduler: str, steps: list[int], s
     """Per swept count: distance from the plateau (positive = worse), its CI, and pass/fail on the bound."""
     spec = METRICS.get(metric)
     rows = set_scores[(set_scores.metric == metric) & (set_scores.scheduler == scheduler)].set_index("steps")
-    sign = 1.0 if spec.higher_is_better else -1.0
+    broken = rows["broken"] if "broken" in rows else pd.Series(0, index=rows.index)
+    sign = orientation(spec.higher_is_better)
     out = []
     for s in steps:
         if spec.kind == CONVERGENCE:
@@ -82,10 +85,14 @@ def _evidence(metric: str, tolerance: float, scheduler: str, steps: list[int], s
             low, high = sorted([sign * (plateau - rows.ci_low[s]), sign * (plateau - rows.ci_high[s])])
         else:
             plateau = float(rows.value[steps[-1]])
-            diff = paired_difference(values, metric, (scheduler, steps[-1]), (scheduler, s))
+            try:
+                diff = paired_difference(values, metric, (scheduler, steps[-1]), (scheduler, s))
+            except (KeyError, ValueError):  # no unit scored at both counts (broken images)
+                diff = {"mean": np.nan, "ci_low": np.nan, "ci_high": np.nan}
             mean, low, high = sign * diff["mean"], *sorted([sign * diff["ci_low"], sign * diff["ci_high"]])
         out.append({"steps": int(s), "distance": float(mean), "ci_low": float(low), "ci_high": float(high),
-                    "plateau": float(plateau), "pass": bool(high <= tolerance)})
+                    "plateau": float(plateau), "broken": int(broken.get(s, 0)),
+                    "pass": bool(high <= tolerance) and not broken.get(s, 0)})
     return out
 
 
@@ -95,10 +102,13 @@ def _decide(steps: list[int], evidence: dict[str, list[dict[str, Any]]], stochas
                "(e.g. clip_score) was scored") if stochastic else "no gating metric was scored"
         return {"min_steps": None, "reached": False, "why": why}
     passing = [all(ev[i]["pass"] for ev in evidence.values()) for i in range(len(steps))]
-    first = len(steps)
-    while first > 0 and passing[first - 1]:
-        first -= 1
+    first = passing_from(passing)
     if first == len(steps):
+        broken = {m: ev[-1]["broken"] for m, ev in evidence.items() if ev[-1].get("broken")}
+        if broken:
+            return {"min_steps": None, "reached": False,
+                    "why": f"broken (non-finite or blank) images at {steps[-1]} steps ("
+                           f"{', '.join(f'{m}: {k} unscored' for m, k in broken.items())}): fix the model's output"}
         failing = [m for m, ev in evidence.items() if not ev[-1]["pass"]]
         return {"min_steps": None, "reached": False,
                 "why": f"not within tolerance even at {steps[-1]} steps ({', '.join(failing)}): sweep more steps"}
@@ -114,10 +124,11 @@ def knee(set_scores: pd.DataFrame, metric: str, scheduler: str) -> int | None:
     """Kneedle on the mean curve against log(steps): the swept count farthest above the chord of the
     normalised, improving curve. Descriptive only; the rule above decides."""
     rows = set_scores[(set_scores.metric == metric) & (set_scores.scheduler == scheduler)].sort_values("steps")
+    rows = rows.dropna(subset=["value"])
     if len(rows) < 3:
         return None
     x = np.log(rows.steps.to_numpy(dtype=float))
-    y = rows.value.to_numpy(dtype=float) * (1.0 if METRICS.get(metric).higher_is_better else -1.0)
+    y = rows.value.to_numpy(dtype=float) * orientation(METRICS.get(metric).higher_is_better)
     if np.ptp(y) == 0 or np.ptp(x) == 0:
         return None
     xn, yn = (x - x.min()) / np.ptp(x), (y - y.min()) / np.ptp(y)

@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from .errors import EvalkitError
 from .executors import LocalExecutor
 from .models import LoadOptions, Model, load_model, resolve_device
 from .plan import RenderJob, RenderSettings
@@ -41,6 +42,7 @@ class RenderStats:
     pipeline_seconds: float  # time inside the pipeline calls alone (summed over workers)
     workers: int = 1
     load_seconds: float = 0.0  # local backend: loading the model's pipeline (lazily, at the first batch)
+    replaced: int = 0  # images rendered again because their PNG no longer matched its sha256
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,16 @@ class Renderer:
     def render(self, batch: list[RenderJob]) -> tuple[list[Rendered], float]:
         images, nfe, seconds = _call_pipeline(self.model, batch, self.settings, self.counter,
                                               self.samplers.get(batch[0].scheduler))
+        if len(images) != len(batch):
+            raise EvalkitError(f"model {self.model.spec} returned {len(images)} image(s) for a batch of {len(batch)} "
+                               "prompt(s): its pipeline must return one image per prompt")
         out = []
         for job, image in zip(batch, images):
-            pixels, flags = _to_uint8(image)
+            pixels, flags = _to_uint8(image, self.model.spec)
+            size = self.settings.size
+            if size is not None and pixels.shape[:2] != (size, size):
+                raise EvalkitError(f"model {self.model.spec} returned a {pixels.shape[1]}x{pixels.shape[0]} image where "
+                                   f"{size}x{size} was asked: its pipeline must honour height and width")
             out.append(Rendered(job, _png(pixels) if self.encode else pixels, nfe, seconds / len(batch),
                                 ",".join(flags), pixels.shape[1], pixels.shape[0]))
         return out, seconds
@@ -132,9 +141,13 @@ def render_jobs(run: RunDir, jobs: list[RenderJob], renderer: Callable[[], Rende
     """
     executor = executor or LocalExecutor()
     run.compact_images()  # folds a killed run's journal (and drops a line torn mid-append)
-    done = set(run.read_images()["key"])
+    table = run.read_images()
+    table = table[table.key.isin({job.key for job in jobs})]
+    altered = run.altered(table)  # a PNG truncated, changed or replaced since: rendered again
+    done = set(table.key[~altered])
     todo = [job for job in jobs if job.key not in done]
-    stats = RenderStats(planned=len(jobs), rendered=0, seconds=0.0, pipeline_seconds=0.0, workers=executor.workers)
+    stats = RenderStats(planned=len(jobs), rendered=0, seconds=0.0, pipeline_seconds=0.0, workers=executor.workers,
+                        replaced=int(altered.sum()))
     if not todo:
         return stats
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), unit="img", desc="render", disable=not progress,
@@ -214,13 +227,19 @@ def _save_image(run: RunDir, rendered: Rendered) -> dict[str, Any]:
     }
 
 
-def _to_uint8(image: Any) -> tuple[np.ndarray, list[str]]:
+def _to_uint8(image: Any, spec: str = "the model") -> tuple[np.ndarray, list[str]]:
     """PIL or float HWC in [0, 1] -> uint8 RGB, with flags for NaN and blank images."""
     flags = []
     if isinstance(image, Image.Image):
         pixels = np.asarray(image.convert("RGB"))
     else:
-        array = np.asarray(image, dtype=np.float32)
+        try:
+            array = np.asarray(image, dtype=np.float32)
+        except (TypeError, ValueError):
+            array = np.zeros(0)
+        if array.ndim != 3 or array.shape[2] != 3 or not array.size:
+            raise EvalkitError(f"{spec} returned {type(image).__name__} {getattr(array, 'shape', '')} where an image "
+                               "was expected: its pipeline must return PIL images or HxWx3 arrays in [0, 1]")
         if not np.isfinite(array).all():
             flags.append("nan")
             array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)

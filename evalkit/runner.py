@@ -22,7 +22,7 @@ from .executors import make_executor
 from .render import RenderStats, render_jobs, renderer_for
 from .score import ScoreResult, score_images
 from .summary import summarize_scores, write_summary
-from .store import RunDir, atomic_write
+from .store import RunDir, atomic_write, join_values
 
 
 @dataclass
@@ -73,8 +73,8 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
     model = load_sweep_model(config)
     run_dir = RunDir(config.run_dir())
     check_run_folder(run_dir.path)
-    run_dir.prepare()
-    with run_dir.lock():
+    with run_dir.lock():  # before anything in the folder is touched: a second run must not clean our temp files
+        run_dir.prepare()
         resolved = save_config(run_dir, config)
         jobs = plan_jobs(config, model, prompts)
         run_dir.write_jobs([job.key for job in jobs])
@@ -121,11 +121,11 @@ def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None
         images = result.images
         outcome = score_images(run_dir, images, config, names, executor)
         table = summarize_scores(run_dir, images, config, outcome)
-        values = outcome.scores.merge(images[["key", "prompt_id", "seed", "scheduler", "steps"]], on="key")
-        plateau = summarize_plateau(table, values, images, config.tolerances or None)
+        plateau = summarize_plateau(table, join_values(outcome.scores, images), images, config.tolerances or None)
         summary = write_summary(run_dir, config, device, outcome, table,
                                 extra={"render": dataclasses.asdict(result.stats), "min_steps": plateau,
-                                       "execution": {"backend": executor.name, "workers": executor.workers}})
+                                       "execution": {"backend": executor.name, "workers": executor.workers}},
+                                images=images)
     outcome.warnings = summary["warnings"]  # the stage's own (truncated prompts) plus small n, stochastic samplers
     result.score = outcome
     return result

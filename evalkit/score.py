@@ -29,10 +29,9 @@ from .executors import LocalExecutor
 from .metrics import METRICS
 from .metrics.base import IMAGE_PROMPT, IMAGE_REFERENCE, SET, MetricOptions, MetricSpec
 from .models import resolve_device
-from .plan import REFERENCE, SWEEP, reference_scheduler
-from .store import RunDir, atomic_write, atomic_write_table
+from .plan import reference_scheduler
+from .store import REFERENCE, SCORE_COLUMNS, SWEEP, RunDir, atomic_write, atomic_write_table, is_broken, make_dirs
 
-SCORE_COLUMNS = ["key", "metric", "value"]
 CHECKPOINT_EVERY = 50  # batches between cache writes: an interrupted stage resumes from there
 SET_BOOTSTRAP = 200  # replicates for set-metric intervals (each replicate recomputes FID/KID)
 TARGET_CHUNK = 1024  # target-folder features loaded at a time when summing FID moments
@@ -44,6 +43,8 @@ class ScoreResult:
     scores: pd.DataFrame  # key, metric, value for the images of this sweep
     set_scores: dict[str, pd.DataFrame] = field(default_factory=dict)  # set metric -> per-column rows
     computed: dict[str, int] = field(default_factory=dict)  # metric -> backbone inputs computed by this call
+    # per (scheduler, steps, metric): images left unscored because they or their reference are broken
+    broken: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["scheduler", "steps", "metric", "broken"]))
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> why, and how to fetch its weights
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> facts for summary.json
     warnings: list[str] = field(default_factory=list)  # filled by the summary: small n, stochastic samplers
@@ -80,18 +81,42 @@ def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: 
                 result.warnings.append(f"{name}: {len(truncated)} prompt(s) longer than the text encoder's context "
                                        f"were truncated, e.g. {truncated[0][:60]!r}")
     result.scores = pd.concat(frames, ignore_index=True) if frames else result.scores
+    result.broken = broken_counts(images, pairs, names, result.set_scores)
     atomic_write_table(run.path / "scores.parquet", result.scores[SCORE_COLUMNS])
     return result
 
 
 def with_references(images: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
-    """Sweep rows with `reference_key/path/sha256`: the same prompt+seed's high-step image."""
-    refs = images[images.role == REFERENCE][["prompt_id", "seed", "scheduler", "key", "path", "sha256"]]
+    """Sweep rows with `reference_key/path/sha256/flags`: the same prompt+seed's high-step image, and
+    `excluded`: the image or its reference is broken (non-finite or blank), so it is scored against nothing."""
+    refs = images[images.role == REFERENCE][["prompt_id", "seed", "scheduler", "key", "path", "sha256", "flags"]]
     refs = refs.rename(columns={"scheduler": "reference_scheduler", "key": "reference_key", "path": "reference_path",
-                                "sha256": "reference_sha256"})
+                                "sha256": "reference_sha256", "flags": "reference_flags"})
     sweep = images[images.role == SWEEP].copy()
     sweep["reference_scheduler"] = [reference_scheduler(config, s) for s in sweep.scheduler]
-    return sweep.merge(refs, on=["prompt_id", "seed", "reference_scheduler"], how="left")
+    pairs = sweep.merge(refs, on=["prompt_id", "seed", "reference_scheduler"], how="left")
+    pairs["excluded"] = [is_broken(a) or is_broken(b) for a, b in zip(pairs["flags"], pairs["reference_flags"])]
+    return pairs
+
+
+def broken_counts(images: pd.DataFrame, pairs: pd.DataFrame, names: list[str],
+                  set_scores: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per (scheduler, steps, metric): images excluded as broken (the image, or for reference metrics its
+    reference). Set metrics report their own count (an image or the reference it is paired with)."""
+    images = images.assign(excluded=[is_broken(f) for f in images["flags"]])
+    rows = []
+    for name in names:
+        spec = METRICS.get(name)
+        if spec.inputs == SET:
+            if name in set_scores:
+                rows.append(set_scores[name][["scheduler", "steps", "broken"]].assign(metric=name))
+            continue
+        table = pairs if spec.inputs == IMAGE_REFERENCE else images
+        counts = table.groupby(["scheduler", "steps"], as_index=False)["excluded"].sum()
+        rows.append(counts.rename(columns={"excluded": "broken"}).assign(metric=name))
+    if not rows:
+        return pd.DataFrame(columns=["scheduler", "steps", "metric", "broken"])
+    return pd.concat(rows, ignore_index=True).astype({"broken": int})
 
 
 def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd.DataFrame, options: MetricOptions,
@@ -102,13 +127,13 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
         rows = pairs.dropna(subset=["reference_key"]).copy()
         rows["content"] = rows.sha256 + ":" + rows.reference_sha256
     elif spec.inputs == IMAGE_PROMPT:
-        rows = images.copy()
+        rows = images.assign(excluded=[is_broken(f) for f in images["flags"]])
         rows["content"] = [f"{sha}:{_digest(prompt)}" for sha, prompt in zip(rows.sha256, rows.prompt)]
     else:
         raise ValueError(f"metric {spec.name}: unsupported inputs {spec.inputs!r}")
     cache_file = run.path / "cache" / "scores" / f"{spec.name}-{_digest(json.dumps(facts, sort_keys=True))}.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    todo = rows[~rows.content.isin(cache.keys())].drop_duplicates("content")
+    cache = _read_cache(cache_file)
+    todo = rows[~rows.excluded & ~rows.content.isin(cache.keys())].drop_duplicates("content")
     chunks = ((list(chunk.content), (_read(run, chunk.path), _read(run, chunk.reference_path)
                                      if spec.inputs == IMAGE_REFERENCE else list(chunk.prompt)))
               for chunk in _chunks(todo, options.batch_size))
@@ -120,13 +145,15 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
         if i % CHECKPOINT_EVERY == 0:
             _write_json(cache_file, cache)
     notes_file = cache_file.with_suffix(".truncated.json")
-    truncated = set(json.loads(notes_file.read_text())) if notes_file.is_file() else set()
+    notes = _read_cache(notes_file, list)
+    truncated = {p for p in notes if isinstance(p, str)}
     if len(todo):
         _write_json(cache_file, cache)
         truncated |= truncated_now
         if truncated:
             atomic_write(notes_file, json.dumps(sorted(truncated)).encode())
-    frame = pd.DataFrame({"key": rows.key.to_numpy(), "metric": spec.name, "value": rows.content.map(cache).to_numpy()})
+    values = rows.content.map(cache).where(~rows.excluded)  # a broken image (or reference) has no value
+    frame = pd.DataFrame({"key": rows.key.to_numpy(), "metric": spec.name, "value": values.to_numpy(dtype=float)})
     return frame, len(todo), sorted(truncated & set(rows.prompt))
 
 
@@ -135,9 +162,11 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
     """Each (scheduler, steps) image set vs the target set, with a paired bootstrap over (prompt, seed) units."""
     target = config.fid_reference
     store = FeatureStore(run.path / "cache" / "features" / _digest(spec.features or spec.backbone + spec.preprocessing))
-    sweep = images[images.role == SWEEP].sort_values(["prompt_id", "seed"])
-    references = images[images.role == REFERENCE].sort_values(["prompt_id", "seed"])
-    units = sweep[["prompt_id", "seed"]].drop_duplicates().apply(tuple, axis=1).tolist()
+    intact = images[[not is_broken(f) for f in images["flags"]]]  # broken images join no set
+    every = images[images.role == SWEEP]
+    sweep = intact[intact.role == SWEEP].sort_values(["prompt_id", "seed"])
+    references = intact[intact.role == REFERENCE].sort_values(["prompt_id", "seed"])
+    units = every[["prompt_id", "seed"]].drop_duplicates().sort_values(["prompt_id", "seed"]).apply(tuple, axis=1).tolist()
     if len(units) < 2:  # a covariance (FID) or an unbiased MMD (KID) needs two images per set
         return (f"{spec.name} needs at least 2 images per (scheduler, steps) column, this sweep has {len(units)} "
                 "(prompts x seeds): add seeds or prompts")
@@ -181,16 +210,23 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(units), size=(SET_BOOTSTRAP, len(units)))  # shared by every column: paired
     rows = []
-    for (scheduler, steps), column in sweep.groupby(["scheduler", "steps"], sort=True):
+    for (scheduler, steps), whole in every.groupby(["scheduler", "steps"], sort=True):
+        column = sweep[(sweep.scheduler == scheduler) & (sweep.steps == steps)]
         column = column.set_index(["prompt_id", "seed"]).reindex(units).dropna(subset=["sha256"])
+        if target == "references":  # paired with its unit's reference: a broken reference drops the unit
+            column = column[column.index.isin(reference.index)]
+        broken = len(whole) - len(column)
+        if len(column) < 2:  # nothing left to compare (every image or its reference broken)
+            rows.append((scheduler, steps, np.nan, np.nan, np.nan, len(column), broken))
+            continue
         features = store.load(column.sha256)
         ref = store.load(reference.loc[column.index]) if target == "references" else None
         complete = len(column) == len(units)
         picks = draws if complete else rng.integers(0, len(column), size=(SET_BOOTSTRAP, len(column)))
         replicates = [distance(features[p], None if ref is None else ref[p]) for p in picks]
         low, high = np.nanquantile(replicates, [0.025, 0.975])
-        rows.append((scheduler, steps, distance(features, ref), low, high, len(column)))
-    return pd.DataFrame(rows, columns=["scheduler", "steps", "value", "ci_low", "ci_high", "n"]), computed
+        rows.append((scheduler, steps, distance(features, ref), low, high, len(column), broken))
+    return pd.DataFrame(rows, columns=["scheduler", "steps", "value", "ci_low", "ci_high", "n", "broken"]), computed
 
 
 class FeatureStore:
@@ -207,8 +243,8 @@ class FeatureStore:
         """Features for the files not yet stored, on the executor's workers (one backbone replica each);
         images of different sizes go in separate batches."""
         executor = executor or LocalExecutor()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        todo = {sha: path for sha, path in files if not self.path(sha).is_file()}
+        make_dirs(self.folder)
+        todo = {sha: path for sha, path in files if self._read(sha) is None}  # a corrupt entry is recomputed
         if not todo:
             return 0
         by_size: dict[tuple[int, int], list[tuple[str, Path]]] = {}
@@ -226,7 +262,15 @@ class FeatureStore:
         return len(todo)
 
     def load(self, shas) -> np.ndarray:
-        return np.stack([np.load(self.path(sha)) for sha in shas])
+        return np.stack([self._read(sha) for sha in shas])
+
+    def _read(self, sha: str) -> np.ndarray | None:
+        """The stored features, or None when missing or unreadable (a torn or foreign cache file)."""
+        try:
+            row = np.load(self.path(sha), allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            return None
+        return row if row.ndim == 1 and row.size and np.issubdtype(row.dtype, np.floating) else None
 
 
 class MetricWorker:
@@ -275,5 +319,19 @@ def _digest(text: str) -> str:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(path.parent)
     atomic_write(path, json.dumps(data).encode())
+
+
+def _read_cache(path: Path, kind: type = dict) -> Any:
+    """A cache file, or an empty one when missing or corrupt (caches are rebuildable: entries are recomputed);
+    in a score cache, only entries holding a number are kept."""
+    try:
+        data = json.loads(path.read_bytes())
+    except (OSError, ValueError):
+        return kind()
+    if not isinstance(data, kind):
+        return kind()
+    if kind is dict:
+        return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return data

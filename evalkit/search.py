@@ -21,8 +21,8 @@ from .render import render_jobs, renderer_for
 from .runner import load_options, load_sweep_model, resolve_config, save_config
 from .schedulers import build_scheduler, get_scheduler
 from .score import score_images
-from .stats import bootstrap_means
-from .store import RunDir
+from .store import RunDir, join_values
+from .summary import score_table
 
 COARSE_FACTOR = 2.5  # each coarse count is the first swept count at least this many times the previous one
 
@@ -65,10 +65,11 @@ class _Evaluator:
         self.rendered += stats.rendered
         table = self.run.read_images().set_index("key")
         images = table.loc[[j.key for j in jobs]].reset_index()
+        self.run.check_intact(images)
         outcome = score_images(self.run, images, config, self.metrics, self.executor)
-        values = outcome.scores.merge(images[["key", "prompt_id", "seed", "scheduler", "steps"]], on="key")
-        set_scores = bootstrap_means(values[["prompt_id", "seed", "scheduler", "steps", "metric", "value"]])
+        set_scores = score_table(images, config, outcome)
         self.last_images = images
+        values = join_values(outcome.scores, images)
         return summarize_plateau(set_scores, values, images, self.tolerances)["schedulers"][scheduler]
 
 
@@ -79,10 +80,10 @@ def adaptive_min_steps(config: SweepConfig | str | None = None, tolerances: dict
     tolerances = _gates(config, tolerances or config.tolerances or DEFAULT_TOLERANCES)
     evaluator = _Evaluator(config, model, tolerances)
     run_dir = RunDir(config.run_dir())
-    run_dir.prepare()
     steps = sorted(config.steps)
     results: dict[str, Any] = {}
     with run_dir.lock():
+        run_dir.prepare()
         save_config(run_dir, config)
         for scheduler in dict.fromkeys(get_scheduler(s).name for s in config.schedulers):
             results[scheduler] = _search_one(evaluator, scheduler, steps)

@@ -27,7 +27,7 @@ from .runner import run
 from .schedulers import SCHEDULERS
 from .score import load_images
 from .stats import bootstrap_means
-from .store import RunDir, atomic_write
+from .store import UNIT_COLUMN, RunDir, ScoredRun, atomic_write
 
 METRIC = "ssim"  # weight-free, so the self-test runs on any machine
 
@@ -37,20 +37,19 @@ def selftest(config: SweepConfig) -> tuple[list[dict[str, Any]], bool]:
     config = dataclasses.replace(config, model="builtin:mixture", metrics=(METRIC,),
                                  schedulers=tuple(s for s in config.schedulers if not SCHEDULERS.get(s).stochastic))
     tolerance = {METRIC: (config.tolerances or DEFAULT_TOLERANCES)[METRIC]}
-    result = run(dataclasses.replace(config, tolerances=tolerance))
-    harness = json.loads((result.dir / "summary.json").read_text())["min_steps"]["schedulers"]
-    images = result.images
-    sweep = images[images.role == "sweep"]
-    truth_paths = ground_truth_images(RunDir(result.dir), sweep, config)
+    scored = ScoredRun.read(run(dataclasses.replace(config, tolerances=tolerance)).dir)
+    harness = scored.min_steps()["schedulers"]
+    images, sweep = scored.images, scored.sweep
+    truth_paths = ground_truth_images(RunDir(scored.dir), sweep, config)
     scorer = METRICS.get(METRIC).build(MetricOptions())
     values = []
     for start in range(0, len(sweep), 64):
         chunk = sweep.iloc[start:start + 64]
         with torch.no_grad():
-            scores = scorer.score(load_images(result.dir / p for p in chunk.path),
+            scores = scorer.score(load_images(scored.dir / p for p in chunk.path),
                                   load_images(truth_paths[(r.prompt_id, r.seed)] for r in chunk.itertuples()))
         values += [(r.prompt_id, r.seed, r.scheduler, r.steps, METRIC, float(v)) for r, v in zip(chunk.itertuples(), scores)]
-    values = pd.DataFrame(values, columns=["prompt_id", "seed", "scheduler", "steps", "metric", "value"])
+    values = pd.DataFrame(values, columns=[*UNIT_COLUMN, "metric", "value"])
     truth = summarize_plateau(bootstrap_means(values), values, images, tolerance)["schedulers"]
     steps = sorted(config.steps)
     rows = []
@@ -73,7 +72,7 @@ def ground_truth_images(run: RunDir, sweep: pd.DataFrame, config: SweepConfig) -
     for unit in sweep[["prompt_id", "seed", "prompt"]].drop_duplicates(["prompt_id", "seed"]).itertuples():
         ident = json.dumps([mixture.VERSION, unit.prompt, unit.seed, guidance, size, config.negative_prompt])
         path = folder / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.png"
-        if not path.is_file():
+        if not _readable(path):  # missing, or a corrupt cache entry: computed again
             pixels = pipe.ground_truth(unit.prompt, unit.seed, guidance_scale=guidance, height=size, width=size,
                                        negative_prompt=config.negative_prompt)
             buffer = io.BytesIO()
@@ -81,3 +80,12 @@ def ground_truth_images(run: RunDir, sweep: pd.DataFrame, config: SweepConfig) -
             atomic_write(path, buffer.getvalue())
         paths[(unit.prompt_id, unit.seed)] = path
     return paths
+
+
+def _readable(path) -> bool:
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, ValueError, SyntaxError):
+        return False
+    return True

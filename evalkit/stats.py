@@ -17,6 +17,20 @@ REQUIRED = UNIT + COLUMN + ["metric", "value"]
 OUT_COLUMNS = ["scheduler", "steps", "metric", "value", "ci_low", "ci_high", "n"]
 
 
+def orientation(higher_is_better: bool) -> float:
+    """+1 or -1: multiplied into a metric's values or differences, larger always means better (the one
+    sign flip for lower-is-better metrics)."""
+    return 1.0 if higher_is_better else -1.0
+
+
+def passing_from(passing) -> int:
+    """The first index from which every entry passes ("within tolerance from here on"); len if the last fails."""
+    first = len(passing)
+    while first > 0 and passing[first - 1]:
+        first -= 1
+    return first
+
+
 def _check(values: pd.DataFrame) -> None:
     """Fail loudly on missing columns or duplicate images, which would silently bias means."""
     missing = [c for c in REQUIRED if c not in values.columns]

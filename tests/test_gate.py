@@ -16,6 +16,8 @@ from evalkit.stats import paired_difference
 
 PROMPTS = "a ginger cat sleeping on a wool blanket\na small orange fish swimming in a glass bowl\n"
 WORSE = "python:plugins.worse_mixture:make_pipeline"
+# the broken-images rule is always judged (per swept scheduler and the references): here nothing is broken
+NONE_BROKEN = {"broken_images dpmpp_2m_karras": False, "broken_images euler": False, "broken_images references": False}
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +95,7 @@ def test_min_steps_rule_fails_when_candidate_needs_more_steps(runs, tmp_path):
     """The exact model needs 8 DPM++ 2M Karras steps here, the perturbed one 4: swap them to see +4 fail."""
     rules = write(tmp_path, '[[min_steps]]\nscheduler = "dpmpp_2m_karras"\nmax_increase = 0\n')
     assert gate_main(runs["worse"], runs["base"], rules=rules, junit=tmp_path / "j.xml") == 1
-    assert junit_cases(tmp_path / "j.xml")[1] == {"min_steps dpmpp_2m_karras": True}
+    assert junit_cases(tmp_path / "j.xml")[1] == {"min_steps dpmpp_2m_karras": True, **NONE_BROKEN}
     assert gate_main(runs["base"], runs["worse"], rules=rules) == 0
 
 
@@ -130,7 +132,7 @@ def test_thresholds_only_bands(runs, tmp_path):
     inside = write(tmp_path, band.format(value - 0.01, value + 0.01), "in.toml")
     outside = write(tmp_path, band.format(value + 0.01, value + 0.02), "out.toml")
     assert gate_main(None, runs["worse"], rules=inside, thresholds_only=True, junit=tmp_path / "j.xml") == 0
-    assert junit_cases(tmp_path / "j.xml")[1] == {"band ssim euler@8": False}
+    assert junit_cases(tmp_path / "j.xml")[1] == {"band ssim euler@8": False, **NONE_BROKEN}
     assert gate_main(None, runs["worse"], rules=outside, thresholds_only=True) == 1
     only_regression = write(tmp_path, "[[regression]]\nmetric = 'ssim'\nmax_drop = 0.1\n", "reg.toml")
     with pytest.raises(EvalkitError, match=r"needs a rules file with at least one \[\[band\]\]"):
@@ -148,7 +150,7 @@ def test_markdown_has_header_and_one_row_per_rule_instance(runs, tmp_path):
     body = lines[lines.index(header) + 2:]
     rows = [line for line in body if line.startswith("| ")]
     names = set(junit_cases(tmp_path / "j.xml")[1])
-    assert len(rows) == len(names) == 6  # psnr at 2 schedulers, min_steps at 2, band at 2
+    assert len(rows) == len(names) == 9  # psnr at 2 schedulers, min_steps at 2, band at 2, broken_images at 3
     assert {row.split(" | ")[0][2:] for row in rows} == names
 
 

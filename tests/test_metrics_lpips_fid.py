@@ -14,6 +14,7 @@ import scipy.linalg
 import torch
 
 import fake_weights
+from reference_metrics import torchmetrics_fid, torchmetrics_kid
 from evalkit.errors import EvalkitError
 from evalkit.metrics import METRICS
 from evalkit.metrics.base import MetricOptions
@@ -202,43 +203,41 @@ def test_features_shape_dtype(inception_sets):
     assert torch.isfinite(fa).all() and fa.std(0).mean() > 1e-4  # fake weights separate images
 
 
-def test_fid_matches_scipy_and_is_zero_on_itself(inception_sets):
-    scorer, _, fa, fb = inception_sets
-    fid_ab = scorer.compare(fa, fb)
-    expected = _scipy_fid(fa.numpy(), fb.numpy())
-    assert fid_ab > 0
-    assert abs(fid_ab - expected) / expected <= 1e-4
-    # torchmetrics takes sqrt of the eigenvalues of sigma1 @ sigma2; with n = 12 << 2048 almost all are
-    # ~0 +- rounding, and their square roots leave ~sqrt(machine eps) noise: measured ~3e-6 relative.
-    assert abs(scorer.compare(fa, fa)) <= 1e-5 * fid_ab
-
-
-def test_kid_is_torchmetrics_unbiased_poly_mmd(inception_sets, torch_home):
+def test_fid_on_inception_features_matches_torchmetrics_and_scipy_and_is_zero_on_itself(inception_sets):
+    """FID as the stage computes it (the spec's compare) on real Inception features of two image sets."""
     _, _, fa, fb = inception_sets
-    kid = METRICS.get("kid").build(MetricOptions())
-    kid_ab, kid_aa = kid.compare(fa, fb), kid.compare(fa, fa)
+    fid = METRICS.get("fid").compare
+    x, y = fa.numpy(), fb.numpy()
+    fid_ab = fid(x, y)
+    assert fid_ab > 0
+    assert fid_ab == pytest.approx(_scipy_fid(x, y), rel=1e-4)
+    assert fid_ab == pytest.approx(torchmetrics_fid(x, y), rel=1e-4)
+    assert abs(fid(x, x)) <= 1e-9 * fid_ab  # exact: no square roots of rounding noise (torchmetrics: ~3e-6)
 
-    def k(x, y):
-        return (x @ y.T / x.shape[1] + 1.0) ** 3
 
-    def mmd2(x, y):  # unbiased MMD^2 with the polynomial kernel, independent of torchmetrics
-        m = x.shape[0]
-        kxx, kyy, kxy = k(x, x), k(y, y), k(x, y)
+def test_kid_is_torchmetrics_unbiased_poly_mmd(inception_sets):
+    _, _, fa, fb = inception_sets
+    kid = METRICS.get("kid").compare
+    x, y = fa.numpy(), fb.numpy()
+    kid_ab, kid_aa = kid(x, y), kid(x, x)
+
+    def k(u, v):
+        return (u @ v.T / u.shape[1] + 1.0) ** 3
+
+    def mmd2(u, v):  # unbiased MMD^2 with the polynomial kernel, independent of torchmetrics
+        m = u.shape[0]
+        kxx, kyy, kxy = k(u, u), k(v, v), k(u, v)
         off = lambda mat: mat.sum() - np.trace(mat)  # noqa: E731
         return (off(kxx) + off(kyy)) / (m * (m - 1)) - 2 * kxy.sum() / m**2
 
-    x, y = fa.numpy(), fb.numpy()
-    assert kid_ab == pytest.approx(mmd2(x, y), rel=1e-9)  # equal sizes: every subset is the whole set
+    assert kid_ab == pytest.approx(mmd2(x, y), rel=1e-9)
+    assert kid_ab == pytest.approx(torchmetrics_kid(x, y), rel=1e-9)  # equal sizes: every subset is the whole set
     assert kid_ab > 0
     # KID(x, x) is not exactly 0: the unbiased estimator drops k(x_i, x_i) from the within-set terms
     # but not from the cross term, leaving -2/(m-1) * (mean diag K - mean K) = O(1/m), < 0.
     kxx = k(x, x)
     assert kid_aa == pytest.approx(-2 / (x.shape[0] - 1) * (np.diag(kxx).mean() - kxx.mean()), rel=1e-9)
     assert kid_aa <= 0 and abs(kid_aa) < kid_ab
-    # subsets smaller than the sets: deterministic under the fixed seed
-    from evalkit.metrics.fid import kernel_distance
-
-    assert kernel_distance(fa, fb, subsets=5, subset_size=6) == kernel_distance(fa, fb, subsets=5, subset_size=6)
 
 
 def test_inception_input_trap(inception_sets, monkeypatch):
@@ -269,14 +268,15 @@ def test_batch_size_does_not_change_features(inception_sets, torch_home):
 
 
 def test_npz_stats_round_trip(inception_sets, tmp_path):
-    from evalkit.metrics.fid import fid_from_stats, load_npz_stats
+    from evalkit.metrics.fid import load_npz_stats
 
-    scorer, _, fa, fb = inception_sets
+    _, _, fa, fb = inception_sets
     path = tmp_path / "ref_stats.npz"
     np.savez(path, mu=fb.numpy().mean(0), sigma=np.cov(fb.numpy(), rowvar=False))
     mu, sigma = load_npz_stats(path)
     assert mu.shape == (2048,) and sigma.shape == (2048, 2048)
-    assert fid_from_stats(fa, mu, sigma) == pytest.approx(scorer.compare(fa, fb), rel=1e-6)
+    fid = METRICS.get("fid")
+    assert fid.compare_stats(fa.numpy(), mu, sigma) == pytest.approx(fid.compare(fa.numpy(), fb.numpy()), rel=1e-6)
     np.savez(tmp_path / "bad.npz", mean=mu)
     with pytest.raises(EvalkitError, match="sigma"):
         load_npz_stats(tmp_path / "bad.npz")

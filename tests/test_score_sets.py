@@ -5,12 +5,11 @@ import shutil
 
 import numpy as np
 import pytest
-import scipy.linalg
-import torch
+from reference_metrics import scipy_fid, torchmetrics_fid, torchmetrics_kid
 
 import evalkit
-from evalkit.metrics.fid import (InceptionFeatures, feature_stats, fid_from_stats, frechet_distance,
-                                 frechet_distance_fast, frechet_distance_to_stats, kernel_distance, mmd2_unbiased)
+from evalkit.metrics import METRICS
+from evalkit.metrics.fid import InceptionFeatures, frechet_distance_fast, frechet_distance_to_stats, mmd2_unbiased
 from evalkit.metrics.lpips import LPIPSScorer
 from evalkit.score import FeatureStore, load_images
 
@@ -35,25 +34,21 @@ def torch_home(tmp_path, monkeypatch):
     return home
 
 
-def scipy_fid(a, b):
-    mu1, mu2, s1, s2 = a.mean(0), b.mean(0), np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    root = scipy.linalg.sqrtm(s1 @ s2).real
-    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1 + s2 - 2 * root))
-
-
-def test_fast_fid_is_the_frechet_distance_computed_two_other_ways():
+def test_the_fid_and_kid_the_stage_runs_equal_torchmetrics_and_scipy():
+    """The specs' compare functions (what score.py calls) against independent computations."""
+    assert METRICS.get("fid").compare is frechet_distance_fast and METRICS.get("kid").compare is mmd2_unbiased
+    assert METRICS.get("fid").compare_stats is frechet_distance_to_stats
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(20, 256)), rng.normal(size=(30, 256)) * 1.2 + 0.3
     fast = frechet_distance_fast(a, b)
     assert fast == pytest.approx(scipy_fid(a, b), rel=1e-4)
-    assert fast == pytest.approx(frechet_distance(torch.from_numpy(a), torch.from_numpy(b)), rel=1e-4)
-    mu, sigma = feature_stats(b)
-    assert frechet_distance_to_stats(a, mu, sigma) == pytest.approx(fid_from_stats(a, mu, sigma), rel=1e-4)
+    assert fast == pytest.approx(torchmetrics_fid(a, b), rel=1e-4)
+    mu, sigma = b.mean(axis=0), np.cov(b, rowvar=False)
+    assert frechet_distance_to_stats(a, mu, sigma) == pytest.approx(torchmetrics_fid(a, b), rel=1e-4)
     assert frechet_distance_to_stats(a, mu, sigma) == pytest.approx(fast, rel=1e-9)
     assert abs(frechet_distance_fast(a, a)) < 1e-9 * fast
     # whole-set unbiased MMD^2 is torchmetrics' KID when its subsets are the whole (equal-size) sets
-    assert mmd2_unbiased(a, b[:20]) == pytest.approx(kernel_distance(torch.from_numpy(a), torch.from_numpy(b[:20]))[0],
-                                                     rel=1e-9)
+    assert mmd2_unbiased(a, b[:20]) == pytest.approx(torchmetrics_kid(a, b[:20]), rel=1e-9)
 
 
 def test_fid_and_kid_per_column_with_paired_intervals(tmp_path, prompts, torch_home):
@@ -90,7 +85,8 @@ def test_fid_against_a_folder_or_npz_of_the_references_equals_fid_against_the_re
     assert np.allclose(got.loc[expected.index], expected, rtol=1e-9)
 
     store = FeatureStore(next((base.dir / "cache" / "features").iterdir()))
-    mu, sigma = feature_stats(store.load(refs.sha256))
+    features = store.load(refs.sha256)
+    mu, sigma = features.mean(axis=0), np.cov(features, rowvar=False)
     np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
     vs_stats = evalkit.run(base.config, fid_reference=str(tmp_path / "stats.npz"), metrics=["fid", "kid"])
     got = vs_stats.set_scores.query("metric == 'fid'").set_index(["scheduler", "steps"]).value
@@ -153,7 +149,7 @@ def test_fid_from_summed_moments_of_two_shares_equals_fid_of_all_features_in_one
     one_process = frechet_distance_fast(sweep, target)
     from_sums = frechet_distance_to_stats(sweep, mu, sigma, stats_sqrt(sigma))
     assert from_sums == pytest.approx(one_process, rel=1e-6)
-    assert from_sums == pytest.approx(frechet_distance(torch.from_numpy(sweep), torch.from_numpy(target)), rel=1e-4)
+    assert from_sums == pytest.approx(torchmetrics_fid(sweep, target), rel=1e-4)
     averaged = (frechet_distance_fast(sweep, target[:170]) + frechet_distance_fast(sweep, target[170:])) / 2
     assert abs(averaged - one_process) > 1e-3 * one_process
 

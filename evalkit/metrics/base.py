@@ -74,11 +74,9 @@ class PromptScorer(Protocol):
 
 
 class SetScorer(Protocol):
-    """set: per-image features (cacheable), then one value per pair of feature sets."""
+    """set: per-image features (cacheable); the spec's `compare` gives one value per pair of feature sets."""
 
     def features(self, images: torch.Tensor) -> torch.Tensor: ...
-
-    def compare(self, features: torch.Tensor, reference_features: torch.Tensor) -> float: ...
 
 
 def require_weights(weights: Sequence[WeightFile], metric: str) -> None:

@@ -16,15 +16,14 @@ TF1-compatible bilinear without antialiasing instead, and clean-fid uses PIL bic
 different FIDs), then mapped to [-1, 1) with ``(x - 128) / 128``. Features: the 2048-d average-pool
 output, returned here as float64.
 
-Comparison uses torchmetrics' own code on precomputed features: the feature sets are fed to
-``FrechetInceptionDistance`` / ``KernelInceptionDistance`` built around an identity "feature
-extractor", so their ``update``/``compute`` (running sums in float64, unbiased covariance,
-``_compute_fid`` via eigenvalues of sigma1 @ sigma2; KID's polynomial-kernel unbiased MMD^2 over
-random subsets) are used unchanged.
+Comparison, the one path that runs (the specs' ``compare`` / ``compare_stats``): the exact Fréchet
+distance from the features' Gram matrices (``frechet_distance_fast``, or ``frechet_distance_to_stats``
+against precomputed mu/sigma) and KID as torchmetrics' unbiased polynomial-kernel MMD^2 on whole sets
+(``mmd2_unbiased``). The tests check these against torchmetrics' ``FrechetInceptionDistance`` /
+``KernelInceptionDistance`` and scipy's ``sqrtm`` as independent references.
 """
 from __future__ import annotations
 
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -55,8 +54,6 @@ def fid_small_n_warning(n: int) -> str | None:
 
 # KID as in torchmetrics: polynomial kernel k(x, y) = (gamma <x, y> + coef) ** degree, gamma = 1 / d.
 KID_DEGREE, KID_COEF = 3, 1.0
-KID_SUBSETS, KID_SUBSET_SIZE = 100, 1000  # torchmetrics' defaults
-KID_SEED = 0  # subsets are drawn with torch.randperm under this seed, so compare() is deterministic
 
 BACKBONE = "inception-v3-compat (torch-fidelity FID weights, via torchmetrics NoTrainInceptionV3), 2048-d pool features"
 PREPROCESSING = (
@@ -76,26 +73,6 @@ def inception_weights(options: MetricOptions | None = None) -> list[WeightFile]:
             ),
         )
     ]
-
-
-class _Precomputed(torch.nn.Module):
-    """Identity "feature extractor" so torchmetrics' metrics accept features computed earlier."""
-
-    def __init__(self, num_features: int):
-        super().__init__()
-        self.num_features = num_features
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x
-
-
-def _as_features(features: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
-    f = torch.as_tensor(features).detach().to("cpu", torch.float64)
-    if f.dim() != 2:
-        raise ValueError(f"{name}: expected (N, D) features, got shape {tuple(f.shape)}")
-    if f.shape[0] < 2:
-        raise ValueError(f"{name}: need at least 2 feature vectors, got {f.shape[0]}")
-    return f
 
 
 class InceptionFeatures:
@@ -129,74 +106,15 @@ class InceptionFeatures:
 
 
 class FIDScorer(InceptionFeatures):
-    """set: Fréchet distance between Gaussian fits of two feature sets (torchmetrics' compute)."""
+    """set: Inception features; the distance is FID_SPEC.compare (exact Fréchet distance)."""
 
     metric_name = "fid"
 
-    def compare(self, features: torch.Tensor, reference_features: torch.Tensor) -> float:
-        return frechet_distance(features, reference_features)
-
 
 class KIDScorer(InceptionFeatures):
-    """set: KID, the unbiased polynomial-kernel MMD^2 (torchmetrics' compute), mean over subsets."""
+    """set: Inception features; the distance is KID_SPEC.compare (unbiased polynomial-kernel MMD^2)."""
 
     metric_name = "kid"
-
-    def __init__(self, options: MetricOptions, subsets: int = KID_SUBSETS, subset_size: int = KID_SUBSET_SIZE):
-        super().__init__(options)
-        self.subsets, self.subset_size = subsets, subset_size
-
-    def compare(self, features: torch.Tensor, reference_features: torch.Tensor) -> float:
-        return kernel_distance(features, reference_features, self.subsets, self.subset_size)[0]
-
-
-def frechet_distance(features: torch.Tensor, reference_features: torch.Tensor) -> float:
-    """FID between two feature sets via torchmetrics' ``FrechetInceptionDistance`` states."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-
-    fake, real = _as_features(features, "features"), _as_features(reference_features, "reference_features")
-    if fake.shape[1] != real.shape[1]:
-        raise ValueError(f"feature dimensions differ: {fake.shape[1]} vs {real.shape[1]}")
-    metric = FrechetInceptionDistance(feature=_Precomputed(fake.shape[1]))
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
-    return float(metric.compute())
-
-
-def kernel_distance(
-    features: torch.Tensor,
-    reference_features: torch.Tensor,
-    subsets: int = KID_SUBSETS,
-    subset_size: int = KID_SUBSET_SIZE,
-    seed: int = KID_SEED,
-) -> tuple[float, float]:
-    """(mean, std) of KID over subsets via torchmetrics' ``KernelInceptionDistance``.
-
-    torchmetrics raises when a set is smaller than ``subset_size``; here ``subset_size`` is capped at the
-    smaller set's size (with equal sizes every subset is then the whole set, so the value is the
-    full-sample unbiased MMD^2 and std is 0). Subsets are drawn under ``seed`` (global RNG restored).
-    """
-    from torchmetrics.image.kid import KernelInceptionDistance
-
-    fake, real = _as_features(features, "features"), _as_features(reference_features, "reference_features")
-    size = min(subset_size, fake.shape[0], real.shape[0])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features in buffer.*")
-        metric = KernelInceptionDistance(
-            feature=_Precomputed(fake.shape[1]), subsets=subsets, subset_size=size, degree=KID_DEGREE, coef=KID_COEF
-        )
-    metric.update(real, real=True)
-    metric.update(fake, real=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mean, std = metric.compute()
-    return float(mean), float(std)
-
-
-def feature_stats(features: torch.Tensor | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mu, sigma) of a feature set as torchmetrics and pytorch-fid define them (unbiased covariance)."""
-    f = _as_features(features, "features").numpy()
-    return f.mean(axis=0), np.cov(f, rowvar=False)
 
 
 def load_npz_stats(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -253,24 +171,6 @@ def check_fid_reference(target: Path) -> None:
         raise EvalkitError(f"fid_reference {target} holds {len(files)} image(s): {fix}")
 
 
-def fid_from_stats(features: torch.Tensor | np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> float:
-    """FID of a feature set against precomputed (mu, sigma), with torchmetrics' ``_compute_fid``.
-
-    torchmetrics' metric can only take features, not moments, so this calls its (private) formula helper
-    directly on the set's mean and unbiased covariance, computed as its ``compute`` does.
-    """
-    from torchmetrics.image.fid import _compute_fid
-
-    mu_f, sigma_f = feature_stats(features)
-    mu_r, sigma_r = np.asarray(mu, dtype=np.float64), np.asarray(sigma, dtype=np.float64)
-    if mu_r.shape != mu_f.shape or sigma_r.shape != sigma_f.shape:
-        raise ValueError(f"stats shapes {mu_r.shape}/{sigma_r.shape} do not match features of dim {mu_f.shape[0]}")
-    value = _compute_fid(
-        torch.from_numpy(mu_r), torch.from_numpy(sigma_r), torch.from_numpy(mu_f), torch.from_numpy(sigma_f)
-    )
-    return float(value)
-
-
 def frechet_distance_fast(features: np.ndarray, reference_features: np.ndarray) -> float:
     """The exact Fréchet distance in O(n^2 d) instead of O(d^3): what evalkit reports, and what its bootstrap resamples.
 
@@ -278,8 +178,8 @@ def frechet_distance_fast(features: np.ndarray, reference_features: np.ndarray) 
     eigenvalues of Sigma_1 Sigma_2 are the squared singular values of A_1^T A_2 (n_1 x n_2). So
     tr sqrt(Sigma_1 Sigma_2) is the nuclear norm of A_1^T A_2: no d x d matrix function, no sqrt of
     rounding noise in the ~d - n zero eigenvalues (where torchmetrics' eigvals-based `_compute_fid`
-    spends seconds per call at d = 2048 and loses digits). Checked against `frechet_distance`
-    (torchmetrics) and scipy's sqrtm in the tests.
+    spends seconds per call at d = 2048 and loses digits). Checked against torchmetrics'
+    FrechetInceptionDistance and scipy's sqrtm in the tests.
     """
     a, b = _centred(features), _centred(reference_features)
     mean_term = float(np.sum((features.mean(axis=0) - reference_features.mean(axis=0)) ** 2))
@@ -310,7 +210,7 @@ class FeatureMoments:
         return merged
 
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
-        """(mu, sigma) with the unbiased covariance, as `feature_stats` computes them from the features."""
+        """(mu, sigma) with the unbiased covariance (np.cov of the features, as torchmetrics and pytorch-fid)."""
         mu = self.total / self.n
         return mu, (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
 

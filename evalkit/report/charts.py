@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..stats import orientation
 from .data import RunData
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
@@ -194,13 +195,15 @@ def pareto_points(data: RunData, metric: str) -> pd.DataFrame:
 
 def frontier(points: pd.DataFrame, x: str, higher_is_better: bool) -> pd.DataFrame:
     """Points no other (convergent) point beats on both cost x and quality."""
-    pts = points[points["convergent"]].sort_values([x, "value"], ascending=[True, not higher_is_better])
+    pts = points[points["convergent"]]
+    pts = pts.assign(better=orientation(higher_is_better) * pts["value"]).sort_values([x, "better"],
+                                                                                     ascending=[True, False])
     keep, best = [], None
-    for idx, value in zip(pts.index, pts["value"]):
-        if best is None or (value > best if higher_is_better else value < best):
+    for idx, value in zip(pts.index, pts["better"]):
+        if best is None or value > best:
             keep.append(idx)
             best = value
-    return pts.loc[keep]
+    return pts.loc[keep].drop(columns="better")
 
 
 def pareto_figure(data: RunData, metric: str) -> dict:

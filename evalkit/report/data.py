@@ -2,43 +2,44 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
-import tomllib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..errors import EvalkitError
 from ..plateau import DEFAULT_TOLERANCES  # per-prompt view when min_steps was not computed
-from ..store import RunDir
+from ..store import REFERENCE, SWEEP, ScoredRun
 
 MAIN_METRICS = ("lpips", "ssim", "psnr")
 
 
-@dataclass
 class RunData:
-    dir: Path
-    config: dict[str, Any]
-    summary: dict[str, Any]
-    images: pd.DataFrame  # the current sweep's rows: role 'sweep' and its references
-    scores: pd.DataFrame  # per image: key, metric, value (+ image columns)
-    set_scores: pd.DataFrame
-    metrics: list[str] = field(default_factory=list)  # scored metrics, in display order
+    """The report's view of a scored run (`store.ScoredRun`: read and checked once), plus display helpers."""
+
+    def __init__(self, run: ScoredRun):
+        self.run = run
+        self.dir, self.config, self.summary = run.dir, run.config, run.summary
+        self.images = run.images.assign(flags=run.images["flags"].fillna("").astype(str))
+        self.scores = run.values  # per image: key, metric, value + prompt_id, prompt, seed, scheduler, steps, role
+        self.set_scores = run.set_scores
+        self.metrics = metric_order(run.set_scores, run.summary)  # scored metrics, in display order
 
     @property
     def sweep(self) -> pd.DataFrame:
-        return self.images[self.images["role"] == "sweep"]
+        return self.images[self.images["role"] == SWEEP]
 
     @property
     def references(self) -> pd.DataFrame:
-        return self.images[self.images["role"] == "reference"]
+        return self.images[self.images["role"] == REFERENCE]
+
+    def broken(self) -> dict[str, int]:
+        """Broken (non-finite or blank) images per column label, as summary.json counted them."""
+        return self.summary.get("broken_images") or {}
 
     @property
     def schedulers(self) -> list[str]:
         present = set(self.sweep["scheduler"]) | set(self.set_scores["scheduler"])
-        ordered = [s for s in self.config.get("schedulers", []) if s in present]
+        ordered = [s for s in self.config.schedulers if s in present]
         return ordered + sorted(present - set(ordered))
 
     @property
@@ -82,25 +83,7 @@ class RunData:
 
 
 def load_run(run_dir: Path) -> RunData:
-    run_dir = Path(run_dir)
-    for name in ("config.toml", "images.parquet", "jobs.parquet"):
-        if not (run_dir / name).is_file():
-            raise EvalkitError(f"{run_dir} has no {name}: pass a run folder made by `evalkit run`")
-    for name in ("summary.json", "set_scores.parquet"):
-        if not (run_dir / name).is_file():
-            raise EvalkitError(f"{run_dir} has no {name} yet: run `evalkit score {run_dir}` first")
-    config = tomllib.loads((run_dir / "config.toml").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    scores_file = run_dir / "scores.parquet"
-    scores = pd.read_parquet(scores_file) if scores_file.is_file() else pd.DataFrame(columns=["key", "metric", "value"])
-    images = RunDir(run_dir).current_images()
-    images["flags"] = images["flags"].fillna("").astype(str)
-    set_scores = pd.read_parquet(run_dir / "set_scores.parquet")
-    if "flags" not in set_scores.columns:
-        set_scores["flags"] = ""
-    set_scores["flags"] = set_scores["flags"].fillna("").astype(str)
-    scores = scores.merge(images[["key", "prompt_id", "prompt", "seed", "scheduler", "steps"]], on="key")
-    return RunData(run_dir, config, summary, images, scores, set_scores, metric_order(set_scores, summary))
+    return RunData(ScoredRun.read(run_dir))
 
 
 def metric_order(set_scores: pd.DataFrame, summary: dict[str, Any]) -> list[str]:

@@ -36,7 +36,7 @@ def render_report(data: RunData) -> str:
     counter = iter(range(10_000))
     ranked = prompts.ranking(data, data.main_metric) if data.main_metric else None
     body = "".join([
-        f'<h1>evalkit report <span class="model">{esc(data.config.get("model", "?"))}</span></h1>',
+        f'<h1>evalkit report <span class="model">{esc(data.config.model)}</span></h1>',
         nav(),
         section("run", header(data)),
         section("min-steps", min_steps_section(data)),
@@ -46,8 +46,8 @@ def render_report(data: RunData) -> str:
         section("prompts", prompt_section(data, ranked, counter)),
     ])
     plotly_js = get_plotlyjs().replace("</script", "<\\/script")
-    fields = {"title": esc(f"evalkit · {data.config.get('model', '?')} · {data.dir.name}"),
-              "model": esc(data.config.get("model", "?")), "plotlyjs": plotly_js, "body": body}
+    fields = {"title": esc(f"evalkit · {data.config.model} · {data.dir.name}"),
+              "model": esc(data.config.model), "plotlyjs": plotly_js, "body": body}
     # one pass, so text inside a filled-in field is never treated as a placeholder
     return re.sub(r"\{\{(\w+)\}\}", lambda m: fields[m.group(1)], TEMPLATE.read_text())
 
@@ -99,27 +99,39 @@ def header(data: RunData) -> str:
     versions = summary.get("versions") or {}
     version_text = " · ".join(f"{k} {v}" for k, v in versions.items() if v and k != "git_commit")
     commit = versions.get("git_commit")
+    default = "model default"
     rows = [
-        ("model", f"<b>{esc(cfg.get('model', '?'))}</b>"),
+        ("model", f"<b>{esc(cfg.model)}</b>"),
         ("date", esc(data.date())),
         ("run folder", f"<code>{esc(data.dir.resolve())}</code>"),
-        ("schedulers", joined(cfg.get("schedulers", data.schedulers))),
-        ("steps", joined(cfg.get("steps", sorted(sweep["steps"].unique())))),
-        ("prompts", f"{sweep['prompt'].nunique()} (<code>{esc(cfg.get('prompts', '?'))}</code>)"),
-        ("seeds", joined(cfg.get("seeds", sorted(sweep["seed"].unique())))),
-        ("reference", f"{esc(cfg.get('reference_scheduler', '?'))} at {esc(cfg.get('reference_steps', '?'))} steps, "
-                      "one per prompt+seed" if cfg.get("reference_scheduler") != "same" else
-                      f"each scheduler's own, at {esc(cfg.get('reference_steps', '?'))} steps"),
-        ("guidance · size · dtype", esc(f"{cfg.get('guidance', 'model default')} · {cfg.get('size', 'model default')}"
-                                        f" · {cfg.get('dtype', '?')}")),
+        ("schedulers", joined(list(cfg.schedulers))),
+        ("steps", joined(list(cfg.steps))),
+        ("prompts", f"{sweep['prompt'].nunique()} (<code>{esc(cfg.prompts)}</code>)"),
+        ("seeds", joined(list(cfg.seeds))),
+        ("reference", f"{esc(cfg.reference_scheduler)} at {esc(cfg.reference_steps)} steps, one per prompt+seed"
+                      if cfg.reference_scheduler != "same" else
+                      f"each scheduler's own, at {esc(cfg.reference_steps)} steps"),
+        ("guidance · size · dtype", esc(f"{default if cfg.guidance is None else cfg.guidance} · "
+                                        f"{default if cfg.size is None else cfg.size} · {cfg.dtype}")),
         ("device", esc(summary.get("device", "?"))),
         ("versions", esc(version_text) + (f" · git <code>{esc(str(commit)[:12])}</code>" if commit else "")),
         ("images", f"{len(data.images)} ({len(sweep)} sweep + {len(data.references)} references)"),
+        ("broken images", broken_cell(data)),
         ("total NFE", f"{int(data.images['nfe'].sum()):,}"),
         ("render time", render_time(data, render)),
         ("metrics scored", metric_list(data)),
     ]
     return facts(rows) + skipped_block(summary) + warnings_block(summary)
+
+
+def broken_cell(data: RunData) -> str:
+    """Non-finite or blank images per column: never scored, and they fail the gate by default."""
+    broken = data.broken()
+    if not broken:
+        return "none"
+    columns = ", ".join(f"{esc(column)}: {count}" for column, count in broken.items())
+    return (f'<b class="broken">{sum(broken.values())}</b> non-finite or blank, left unscored (and failing the gate '
+            f"by default): {columns}")
 
 
 def render_time(data: RunData, render: dict) -> str:

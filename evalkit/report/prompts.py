@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .charts import NOT_CONVERGENT, figure, ptext
+from ..stats import orientation, passing_from
+from .charts import NOT_CONVERGENT, clean, direction, figure, ptext
 from .data import RunData
 
 HARD_COLORS = ["#d62728", "#ff7f0e", "#9467bd"]
@@ -23,11 +24,8 @@ def steps_to_plateau(curve: pd.DataFrame, tolerance: float, target: float | None
     if curve.empty:
         return np.nan
     plateau = float(curve["value"].iloc[-1]) if target is None else target
-    sign = 1.0 if higher_is_better else -1.0
-    within = (sign * (plateau - curve["value"])).to_numpy() <= tolerance + 1e-12
-    first = len(within)
-    while first > 0 and within[first - 1]:
-        first -= 1
+    within = (orientation(higher_is_better) * (plateau - curve["value"])).to_numpy() <= tolerance + 1e-12
+    first = passing_from(within)
     return float(curve["steps"].iloc[first]) if first < len(within) else np.inf
 
 
@@ -73,12 +71,11 @@ def prompt_figure(data: RunData, metric: str, ranked: pd.DataFrame) -> dict:
             "xanchor": "left", "yanchor": "bottom", "pad": {"t": 0}}
     label = {"text": "scheduler", "x": 0, "y": 1.16, "xref": "paper", "yref": "paper", "xanchor": "right",
              "yanchor": "bottom", "showarrow": False, "xshift": -6}
-    per_mode = [(t, {"steps": (list(map(int, c["steps"])), [float(v) for v in c["value"]])}) for t, c in traces]
-    hib = "higher is better" if data.higher_is_better(metric) else "lower is better"
+    per_mode = [(t, {"steps": (list(map(int, c["steps"])), clean(c["value"]))}) for t, c in traces]
     layout = {"annotations": [label],
               "title": {"text": f"Per prompt · <b>{ptext(metric)}</b> (mean over seeds)",
                         "y": 0.98, "font": {"size": 14}},
-              "yaxis": {"title": {"text": f"{ptext(metric)} ({hib})"}}, "height": 460}
+              "yaxis": {"title": {"text": f"{ptext(metric)} ({direction(data, metric)})"}}, "height": 460}
     fig = figure(per_mode, layout, ["steps"], [menu])
     fig["layout"]["updatemenus"] = fig["layout"]["updatemenus"][1:]  # a single x mode needs no buttons
     return fig
