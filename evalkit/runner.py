@@ -13,7 +13,7 @@ from .config import SweepConfig, load_config, make_config, to_toml
 from .errors import EvalkitError
 from .metrics import METRICS
 from .models import LoadOptions, Model, load_model, resolve_device
-from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs
+from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs, resolve_defaults
 from .plateau import summarize_plateau
 from .prompts import load_prompts
 from .executors import make_executor
@@ -78,6 +78,7 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
         METRICS.get(name)  # an unknown metric fails before anything renders
     prompts = load_prompts(config.prompts_path())
     model = load_sweep_model(config)
+    config = resolve_defaults(config, model)
     run_dir = RunDir(config.run_dir())
     run_dir.prepare()
     with run_dir.lock():
