@@ -35,7 +35,7 @@ class SweepConfig:
     # A common high-step reference per prompt+seed, rendered with a high-order deterministic
     # solver: more accurate than "the same scheduler at 1000 steps" (FIELD-NOTES) and one
     # reference per prompt+seed instead of one per scheduler. "same" = each scheduler's own.
-    # None: the model family's (schedulers.REFERENCE: dpmpp_2m_karras, or flow_dpmpp_2m for flow models)
+    # None: the model family's (schedulers.REFERENCE: dpmpp_2m_karras, or flow_dpmpp_2m_karras for flow models)
     reference_scheduler: str | None = None
     reference_steps: int = 200
     revision: str | None = None

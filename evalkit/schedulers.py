@@ -114,8 +114,11 @@ DEFAULTS = {
     "ddpm": ("euler", "euler_a", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc"),
     "flow": ("flow_euler", "flow_euler_karras", "flow_heun", "flow_dpmpp_2m", "flow_unipc", "flow_euler_stochastic"),
 }
-# High-order deterministic solvers; measured against exact ground truth in README ("reference scheduler")
-REFERENCE = {"ddpm": "dpmpp_2m_karras", "flow": "flow_dpmpp_2m"}
+# High-order deterministic solvers. Flow: measured on builtin:mixture-flow against its exact ODE solution
+# (3 prompt+seeds, 64x64, max |error| over pixels in [0, 1]) at 200 steps: flow_dpmpp_2m_karras 6.4e-4
+# (second order: 2.6e-3 at 100), flow_unipc 6.5e-4 (first order near the end: 1.3e-3 at 100), flow_heun
+# 5.2e-4 but at 399 NFE, flow_dpmpp_2m 1.6e-3, flow_euler 8.8e-3.
+REFERENCE = {"ddpm": "dpmpp_2m_karras", "flow": "flow_dpmpp_2m_karras"}
 
 
 def get_scheduler(name: str) -> SchedulerSpec:
