@@ -211,12 +211,11 @@ def schedulers():
     """List the scheduler registry."""
     from .schedulers import SCHEDULERS
 
-    typer.echo(f"{'name':<22}{'display name':<24}{'diffusers class':<36}notes")
+    typer.echo(f"{'name':<24}{'family':<8}{'display name':<20}{'diffusers class':<34}notes")
     for spec in SCHEDULERS:
         ok, why = spec.available()
-        notes = ", ".join(x for x in [spec.family, "stochastic" if spec.stochastic else "", spec.notes,
-                                      "" if ok else why] if x)
-        typer.echo(f"{spec.name:<22}{spec.display:<24}{spec.cls_name:<36}{notes}")
+        notes = ", ".join(x for x in ["stochastic" if spec.stochastic else "", spec.notes, "" if ok else why] if x)
+        typer.echo(f"{spec.name:<24}{spec.family:<8}{spec.display:<20}{spec.cls_name or '(as shipped)':<34}{notes}")
 
 
 @app.command()
