@@ -68,3 +68,19 @@ def test_flow_display_names_and_family_defaults():
     assert len(DEFAULTS["flow"]) >= 5 and all(get_scheduler(s).family == "flow" for s in DEFAULTS["flow"])
     assert get_scheduler(REFERENCE["flow"]).family == "flow" and not get_scheduler(REFERENCE["flow"]).stochastic
     assert all(get_scheduler(s).family == "ddpm" for s in (*DEFAULTS["ddpm"], REFERENCE["ddpm"]))
+
+
+def test_unset_schedulers_resolve_by_the_model_family():
+    from evalkit.config import load_config
+    from evalkit.models import LoadOptions, load_model
+    from evalkit.plan import resolve_defaults
+
+    ddpm, flow = (load_model(spec, LoadOptions()) for spec in ("builtin:mixture", "builtin:mixture-flow"))
+    unset = load_config()
+    assert resolve_defaults(unset, ddpm).schedulers == ("euler", "euler_a", "heun", "ddim", "dpmpp_2m",
+                                                        "dpmpp_2m_karras", "unipc")
+    assert resolve_defaults(unset, ddpm).reference_scheduler == "dpmpp_2m_karras"
+    assert resolve_defaults(unset, flow).schedulers == DEFAULTS["flow"]
+    assert resolve_defaults(unset, flow).reference_scheduler == "flow_dpmpp_2m_karras"
+    given = resolve_defaults(load_config(schedulers="flow_heun", reference_scheduler="same"), flow)
+    assert given.schedulers == ("flow_heun",) and given.reference_scheduler == "same"
