@@ -101,8 +101,9 @@ def test_every_deterministic_flow_solver_converges_to_the_ground_truth(guidance)
             for steps in (8, 32, 128):
                 pipe.scheduler = samplers.get(name)
                 before = counter.calls
-                images = pipe([p for p, _ in units], num_inference_steps=steps, guidance_scale=guidance, output_type="np",
-                              generator=[torch.Generator().manual_seed(s) for _, s in units]).images
+                generators = [torch.Generator().manual_seed(s) for _, s in units]
+                images = pipe([p for p, _ in units], num_inference_steps=steps, guidance_scale=guidance,
+                              output_type="np", generator=generators).images
                 assert counter.calls - before == (2 * steps - 1 if "heun" in name else steps), name
                 errors[name, steps] = float(np.abs(images - truth).mean())
     finally:
