@@ -117,7 +117,8 @@ def test_every_deterministic_flow_solver_converges_to_the_ground_truth(guidance)
 
 
 def test_a_flow_run_is_batch_size_and_rerun_invariant(tmp_path, evalkit_cli):
-    """`evalkit run --model builtin:mixture-flow`: the same PNG bytes at batch size 1 and 4 for every job."""
+    """`evalkit run --model builtin:mixture-flow`: the same PNG bytes at batch size 1 and 4 for every job; a rerun
+    renders nothing; the report explains the exact model."""
     (tmp_path / "prompts.txt").write_text("a cat\nthe word HELLO\n")
     shas = []
     for batch in (1, 4):
@@ -132,6 +133,7 @@ def test_a_flow_run_is_batch_size_and_rerun_invariant(tmp_path, evalkit_cli):
         shas.append(images["sha256"].sort_index())
         code, printed, _ = evalkit_cli(args)
         assert code == 0 and "rendered 0 new image(s)" in printed
+        assert "The exact flow-matching model" in (out / "report.html").read_text()  # the report says what it is
     pd.testing.assert_series_equal(shas[0], shas[1])
 
 
