@@ -31,6 +31,9 @@ def machine() -> str:
 
 
 TINY_SD_SWEEP = dict(schedulers=["euler", "dpmpp_2m_karras"], steps=[10, 20, 40], reference_steps=60, guidance=1.0)
+# FLUX-dev style (guidance embedded, dynamic shift); 64x64 = 16 packed latent tokens
+TINY_FLUX_SWEEP = dict(schedulers=["flow_euler", "flow_dpmpp_2m", "flow_heun"], steps=[10, 20, 40], reference_steps=60,
+                       size=64)
 
 
 def bench_args(description: str, prompts: int, models: tuple[str, ...] = ()) -> argparse.Namespace:
@@ -47,7 +50,12 @@ def bench_args(description: str, prompts: int, models: tuple[str, ...] = ()) -> 
 
 
 def model_spec(name: str, folder: Path) -> str:
-    """builtin -> builtin:mixture; tiny-sd -> a random-weight tiny Stable Diffusion saved in `folder`."""
+    """builtin -> builtin:mixture; tiny-sd / tiny-flux -> a random-weight tiny Stable Diffusion / FLUX.1-dev-style
+    pipeline saved in `folder`."""
+    if name == "tiny-flux":
+        from tiny_models import save_tiny_flow
+
+        return f"diffusers:{save_tiny_flow(folder / 'tiny-flux', 'flux-dev')}"
     if name == "tiny-sd":
         from tiny_models import save_tiny_sd
 

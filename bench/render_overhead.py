@@ -7,7 +7,9 @@
   --model builtin   builtin:mixture: ~1 ms per image-step, so every bit of harness overhead shows
   --model tiny-sd   a random-weight tiny Stable Diffusion built from configs (tests/tiny_models.py):
                     a real diffusers UNet/VAE/text encoder, ~0.05 s per step at 64x64 on this CPU
-usage: python bench/render_overhead.py [--model builtin|tiny-sd] [--prompts 4] [--seeds 2]
+  --model tiny-flux a random-weight tiny FLUX.1-dev-style FluxPipeline (same file): the raw calls are FluxPipeline
+                    calls with the flow solvers' adapters, so the ratio is the harness's cost on a flow model
+usage: python bench/render_overhead.py [--model builtin|tiny-sd|tiny-flux] [--prompts 4] [--seeds 2]
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 
 
-from _common import TINY_SD_SWEEP, bench_args, model_spec, prompt_file
+from _common import TINY_FLUX_SWEEP, TINY_SD_SWEEP, bench_args, model_spec, prompt_file
 
 import evalkit
 from evalkit.config import load_config
@@ -28,6 +30,7 @@ from evalkit.runner import load_sweep_model
 SWEEPS = {
     "builtin": {},  # the default sweep's schedulers and steps
     "tiny-sd": TINY_SD_SWEEP,
+    "tiny-flux": TINY_FLUX_SWEEP,
 }
 
 

@@ -178,12 +178,11 @@ def selftest(config: Optional[str] = _CONFIG, seeds: Optional[str] = _SEEDS, out
              progress: bool = typer.Option(False, help="Show a progress bar.")):
     """Check the min-steps logic against the exact model's ground truth; exit 0 if every scheduler matches."""
     resolved = resolve_config(config, seeds=seeds, out=out or "reports/selftest")
-    from .selftest import selftest as run_selftest
+    from .selftest import format_rows, selftest as run_selftest
 
     rows, ok = run_selftest(resolved)
-    typer.echo(f"{'scheduler':<18}{'harness':>9}{'truth':>9}  match (within one swept step count)")
-    for row in rows:
-        typer.echo(f"{row['scheduler']:<18}{str(row['harness']):>9}{str(row['truth']):>9}  {'yes' if row['match'] else 'NO'}")
+    for line in format_rows(rows):
+        typer.echo(line)
     typer.echo("selftest passed" if ok else "selftest FAILED: the harness's minimum steps disagree with ground truth")
     raise typer.Exit(0 if ok else 1)
 
@@ -220,12 +219,11 @@ def schedulers():
     """List the scheduler registry."""
     from .schedulers import SCHEDULERS
 
-    typer.echo(f"{'name':<22}{'display name':<24}{'diffusers class':<36}notes")
+    typer.echo(f"{'name':<24}{'family':<8}{'display name':<20}{'diffusers class':<34}notes")
     for spec in SCHEDULERS:
         ok, why = spec.available()
-        notes = ", ".join(x for x in [spec.family, "stochastic" if spec.stochastic else "", spec.notes,
-                                      "" if ok else why] if x)
-        typer.echo(f"{spec.name:<22}{spec.display:<24}{spec.cls_name:<36}{notes}")
+        notes = ", ".join(x for x in ["stochastic" if spec.stochastic else "", spec.notes, "" if ok else why] if x)
+        typer.echo(f"{spec.name:<24}{spec.family:<8}{spec.display:<20}{spec.cls_name or '(as shipped)':<34}{notes}")
 
 
 @app.command()

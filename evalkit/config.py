@@ -13,7 +13,6 @@ from typing import Any
 
 from .errors import EvalkitError
 
-DEFAULT_SCHEDULERS = ("euler", "euler_a", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc")
 DEFAULT_STEPS = (1, 2, 3, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50)
 DEFAULT_PROMPTS = "prompts/default.txt"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -35,7 +34,7 @@ class SweepConfig:
     """One sweep. Every field is a TOML key of the same name; flags override the file."""
 
     model: str = "builtin:mixture"
-    schedulers: tuple[str, ...] = DEFAULT_SCHEDULERS
+    schedulers: tuple[str, ...] | None = None  # None: the model family's defaults (schedulers.DEFAULTS)
     steps: tuple[int, ...] = DEFAULT_STEPS
     seeds: tuple[int, ...] = (0, 1, 2, 3)  # `seeds = 4` in TOML or `--seeds 4` means 0..3
     prompts: str = DEFAULT_PROMPTS
@@ -49,7 +48,8 @@ class SweepConfig:
     # A common high-step reference per prompt+seed, rendered with a high-order deterministic
     # solver: more accurate than "the same scheduler at 1000 steps" (FIELD-NOTES) and one
     # reference per prompt+seed instead of one per scheduler. "same" = each scheduler's own.
-    reference_scheduler: str = "dpmpp_2m_karras"
+    # None: the model family's (schedulers.REFERENCE: dpmpp_2m_karras, or flow_dpmpp_2m_karras for flow models)
+    reference_scheduler: str | None = None
     reference_steps: int = 200
     revision: str | None = None
     variant: str | None = None
@@ -136,7 +136,7 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
     if isinstance(v.get("dtype"), str) and v["dtype"] not in DTYPES:
         raise EvalkitError(f"unknown dtype {v['dtype']!r}: use {', '.join(DTYPES)}")
     config = SweepConfig(**v)
-    if not config.schedulers:
+    if config.schedulers is not None and not config.schedulers:
         raise EvalkitError("schedulers is empty: name at least one (see `evalkit schedulers`)")
     if config.reference_steps <= max(config.steps):
         raise EvalkitError(

@@ -1,6 +1,7 @@
 """Stage 0: config -> RenderJobs (the sweep plus one reference per prompt+seed), each with a content key."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -9,7 +10,7 @@ from typing import Any
 from .config import SweepConfig
 from .models import Model
 from .prompts import Prompt
-from .schedulers import build_scheduler, check_compatible, config_of, get_scheduler
+from .schedulers import DEFAULTS, REFERENCE as REFERENCE_SCHEDULERS, build_scheduler, check_compatible, config_of, family_of, get_scheduler
 from .store import REFERENCE, SWEEP
 
 
@@ -42,12 +43,22 @@ class RenderSettings:
         return cls(guidance, size, config.negative_prompt, config.dtype)
 
 
+def resolve_defaults(config: SweepConfig, model: Model) -> SweepConfig:
+    """Schedulers and reference scheduler the config leaves unset, filled in by the model's family
+    (a flow model gets flow solvers): the resolved values are what the run's config.toml records."""
+    family = family_of(model.scheduler_config)
+    return dataclasses.replace(
+        config, schedulers=config.schedulers if config.schedulers is not None else DEFAULTS[family],
+        reference_scheduler=config.reference_scheduler or REFERENCE_SCHEDULERS[family])
+
+
 def reference_scheduler(config: SweepConfig, scheduler: str) -> str:
     return scheduler if config.reference_scheduler == "same" else get_scheduler(config.reference_scheduler).name
 
 
 def check_sweep(config: SweepConfig, model: Model) -> None:
     """Every scheduler the sweep names must exist and accept every step count it will be given."""
+    config = resolve_defaults(config, model)
     for name in config.schedulers:
         check_compatible(get_scheduler(name), model.scheduler_config, model.spec, list(config.steps))
     for name in {reference_scheduler(config, s) for s in config.schedulers}:
@@ -56,6 +67,7 @@ def check_sweep(config: SweepConfig, model: Model) -> None:
 
 def plan_jobs(config: SweepConfig, model: Model, prompts: list[Prompt]) -> list[RenderJob]:
     """Sweep jobs (prompt x seed x scheduler x steps) then references (prompt x seed [x scheduler])."""
+    config = resolve_defaults(config, model)
     settings = RenderSettings.resolve(config, model)
     schedulers = [get_scheduler(name).name for name in dict.fromkeys(config.schedulers)]
     resolved = {name: _scheduler_config(name, model) for name in

@@ -15,7 +15,7 @@ from .metrics import METRICS
 from .metrics.base import MetricOptions
 from .metrics.fid import check_fid_reference
 from .models import LoadOptions, Model, check_device, load_model, resolve_device
-from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs
+from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs, resolve_defaults
 from .plateau import summarize_plateau
 from .prompts import load_prompts
 from .executors import make_executor
@@ -71,6 +71,7 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
     if config.backend == "local":  # Ray workers resolve the device on their own nodes
         check_device(config.device)
     model = load_sweep_model(config)
+    config = resolve_defaults(config, model)
     run_dir = RunDir(config.run_dir())
     check_run_folder(run_dir.path)
     with run_dir.lock():  # before anything in the folder is touched: a second run must not clean our temp files

@@ -14,7 +14,7 @@ from .executors import make_executor
 from .metrics import METRICS
 from .metrics.base import CONVERGENCE, SET, MetricOptions
 from .models import Model
-from .plan import RenderSettings, plan_jobs
+from .plan import RenderSettings, plan_jobs, resolve_defaults
 from .plateau import DEFAULT_TOLERANCES, RULE, summarize_plateau
 from .prompts import load_prompts
 from .render import render_jobs, renderer_for
@@ -77,6 +77,7 @@ def adaptive_min_steps(config: SweepConfig | str | None = None, tolerances: dict
                        **overrides: Any) -> dict[str, Any]:
     config = resolve_config(config, **overrides)
     model = load_sweep_model(config)
+    config = resolve_defaults(config, model)
     tolerances = _gates(config, tolerances or config.tolerances or DEFAULT_TOLERANCES)
     evaluator = _Evaluator(config, model, tolerances)
     run_dir = RunDir(config.run_dir())

@@ -1,9 +1,9 @@
-"""`evalkit selftest`: the plateau logic checked against ground truth on the exact model.
+"""`evalkit selftest`: the plateau logic checked against ground truth on the exact models, for both families.
 
-On builtin:mixture the image every deterministic scheduler converges to is computable (a tight ODE
-solve from the same noise). The same rule and tolerances that judge the harness's sweep against its
-high-step reference are applied to the same sweep against that ground truth; the two answers must agree
-to within one swept step count per scheduler.
+On builtin:mixture (DDPM family) and builtin:mixture-flow (flow matching) the image every deterministic
+scheduler converges to is computable (a tight ODE solve from the same noise). For each family the same rule
+and tolerances that judge the harness's sweep against its high-step reference are applied to the same sweep
+against that ground truth; the two answers must agree to within one swept step count per scheduler.
 """
 from __future__ import annotations
 
@@ -21,21 +21,60 @@ from PIL import Image
 from .config import SweepConfig
 from .metrics import METRICS
 from .metrics.base import MetricOptions
-from .models import mixture
+from .models import load_model
 from .plateau import DEFAULT_TOLERANCES, summarize_plateau
 from .runner import run
-from .schedulers import SCHEDULERS
+from .schedulers import DEFAULTS, REFERENCE, SCHEDULERS
 from .score import load_images
 from .stats import bootstrap_means
 from .store import UNIT_COLUMN, RunDir, ScoredRun, atomic_write
 
 METRIC = "ssim"  # weight-free, so the self-test runs on any machine
+MODELS = {"ddpm": "builtin:mixture", "flow": "builtin:mixture-flow"}  # family -> its exact model
 
 
 def selftest(config: SweepConfig) -> tuple[list[dict[str, Any]], bool]:
-    """Rows (scheduler, harness, truth, match) and whether every deterministic scheduler matched."""
-    config = dataclasses.replace(config, model="builtin:mixture", metrics=(METRIC,),
-                                 schedulers=tuple(s for s in config.schedulers if not SCHEDULERS.get(s).stochastic))
+    """Rows (family, scheduler, harness, truth, match) and whether every deterministic scheduler matched.
+
+    Each family runs the config's deterministic schedulers of that family; a family the config names none of
+    runs its defaults (DDPM: the default sweep's; flow: every deterministic flow solver in the registry).
+    Each family's sweep is its own run folder, `<out>/<family>`.
+    """
+    rows = []
+    for family, model in MODELS.items():
+        family_config = dataclasses.replace(
+            config, model=model, metrics=(METRIC,), schedulers=family_schedulers(config.schedulers, family),
+            reference_scheduler=family_reference(config.reference_scheduler, family),
+            out=str(config.run_dir() / family))
+        rows += [{"family": family, **row} for row in _selftest_one(family_config)]
+    return rows, all(r["match"] for r in rows)
+
+
+def family_schedulers(names: tuple[str, ...] | None, family: str) -> tuple[str, ...]:
+    deterministic = [s.name for s in SCHEDULERS if s.family == family and not s.stochastic]
+    chosen = [n for n in (SCHEDULERS.canonical(n) for n in names or ()) if n in deterministic]
+    if chosen:
+        return tuple(chosen)
+    return tuple(n for n in DEFAULTS[family] if n in deterministic) if family == "ddpm" else tuple(deterministic)
+
+
+def family_reference(name: str | None, family: str) -> str:
+    """The config's reference scheduler if it fits the family ("same" always does), else the family's default."""
+    if name == "same" or (name is not None and SCHEDULERS.get(name).family == family):
+        return name
+    return REFERENCE[family]
+
+
+def format_rows(rows: list[dict[str, Any]]) -> list[str]:
+    """The selftest table as printed by the CLI: a header, then one line per (family, scheduler)."""
+    lines = [f"{'family':<8}{'scheduler':<22}{'harness':>9}{'truth':>9}  match (within one swept step count)"]
+    lines += [f"{r['family']:<8}{r['scheduler']:<22}{str(r['harness']):>9}{str(r['truth']):>9}  "
+              f"{'yes' if r['match'] else 'NO'}" for r in rows]
+    return lines
+
+
+def _selftest_one(config: SweepConfig) -> list[dict[str, Any]]:
+    """Rows (scheduler, harness, truth, match) for one exact model."""
     tolerance = {METRIC: (config.tolerances or DEFAULT_TOLERANCES)[METRIC]}
     scored = ScoredRun.read(run(dataclasses.replace(config, tolerances=tolerance)).dir)
     harness = scored.min_steps()["schedulers"]
@@ -58,19 +97,20 @@ def selftest(config: SweepConfig) -> tuple[list[dict[str, Any]], bool]:
         match = ours == true or (ours is not None and true is not None
                                  and abs(steps.index(ours) - steps.index(true)) <= 1)
         rows.append({"scheduler": scheduler, "harness": ours, "truth": true, "match": match})
-    return rows, all(r["match"] for r in rows)
+    return rows
 
 
 def ground_truth_images(run: RunDir, sweep: pd.DataFrame, config: SweepConfig) -> dict[tuple[str, int], Any]:
     """One quantised ground-truth PNG per prompt+seed, cached by everything that determines it."""
-    pipe = mixture.mixture_pipeline()
-    guidance = config.guidance if config.guidance is not None else 1.0
-    size = config.size or mixture.DEFAULT_SIZE
+    model = load_model(config.model)
+    pipe = model.pipe
+    guidance = config.guidance if config.guidance is not None else model.default_guidance
+    size = config.size or model.default_size
     folder = run.path / "cache" / "groundtruth"
     folder.mkdir(parents=True, exist_ok=True)
     paths = {}
     for unit in sweep[["prompt_id", "seed", "prompt"]].drop_duplicates(["prompt_id", "seed"]).itertuples():
-        ident = json.dumps([mixture.VERSION, unit.prompt, unit.seed, guidance, size, config.negative_prompt])
+        ident = json.dumps([model.identity, unit.prompt, unit.seed, guidance, size, config.negative_prompt])
         path = folder / f"{hashlib.sha256(ident.encode()).hexdigest()[:24]}.png"
         if not _readable(path):  # missing, or a corrupt cache entry: computed again
             pixels = pipe.ground_truth(unit.prompt, unit.seed, guidance_scale=guidance, height=size, width=size,

@@ -10,7 +10,7 @@ from evalkit.errors import EvalkitError
 def test_defaults_match_the_documented_sweep():
     config = load_config()
     assert config.model == "builtin:mixture"
-    assert config.schedulers == ("euler", "euler_a", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc")
+    assert config.schedulers is None and config.reference_scheduler is None  # resolved by the model family
     assert config.steps == DEFAULT_STEPS == (1, 2, 3, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50)
     assert config.seeds == (0, 1, 2, 3)
     assert config.reference_steps > max(config.steps)

@@ -49,4 +49,8 @@ def test_selftest_agrees_with_ground_truth(config, tmp_path, evalkit_cli):
     code, out, _ = evalkit_cli(["selftest", str(config), "--out", str(tmp_path / "selftest")])
     print(out)
     assert code == 0 and "selftest passed" in out
-    assert out.count(" yes") == 6  # the six deterministic schedulers of the default sweep
+    from evalkit.schedulers import SCHEDULERS
+
+    flow = [s for s in SCHEDULERS if s.family == "flow" and not s.stochastic]
+    # the six deterministic schedulers of the default sweep, then every deterministic flow solver
+    assert out.count(" yes") == 6 + len(flow) and "flow_heun" in out

@@ -3,7 +3,7 @@ import diffusers
 import pytest
 
 from evalkit.errors import EvalkitError
-from evalkit.schedulers import SCHEDULERS, build_scheduler, check_compatible, config_of, get_scheduler
+from evalkit.schedulers import DEFAULTS, REFERENCE, SCHEDULERS, build_scheduler, check_compatible, config_of, get_scheduler
 
 SD_LIKE = config_of(diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
                                                      beta_end=0.012, timestep_spacing="trailing"))
@@ -40,7 +40,7 @@ def test_unknown_name_suggests_the_closest():
 def test_family_mismatch_is_refused_both_ways():
     with pytest.raises(EvalkitError, match="scheduler 'flow_euler' \\(flow\\) can't sample m \\(ddpm model\\)"):
         check_compatible(get_scheduler("flow_euler"), SD_LIKE, "m", [4])
-    with pytest.raises(EvalkitError, match="can't sample f \\(flow model\\): choose flow_euler"):
+    with pytest.raises(EvalkitError, match="can't sample f \\(flow model\\): choose one of flow_euler, "):
         check_compatible(get_scheduler("euler"), FLOW, "f", [4])
     check_compatible(get_scheduler("flow_euler"), FLOW, "f", [1, 4, 50])
 
@@ -48,3 +48,39 @@ def test_family_mismatch_is_refused_both_ways():
 def test_a_step_count_the_scheduler_refuses_is_an_error_before_rendering():
     with pytest.raises(EvalkitError, match="scheduler 'lcm' refuses 60 steps"):
         check_compatible(get_scheduler("lcm"), SD_LIKE, "m", [4, 60])
+
+
+FLUX = config_of(diffusers.FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True, base_shift=0.5,
+                                                           max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096))
+
+
+def test_every_flow_solver_passes_the_check_on_a_dynamically_shifted_model():
+    """The check calls set_timesteps as FluxPipeline does (sigmas and mu): never a bare count, which FLUX refuses."""
+    with pytest.raises(ValueError, match="`mu` must be passed"):
+        build_scheduler(get_scheduler("flow_euler"), FLUX).set_timesteps(4)
+    for spec in SCHEDULERS:
+        if spec.family in ("flow", "any"):
+            check_compatible(spec, FLUX, "flux", [1, 2, 4, 50, 200])
+
+
+def test_flow_display_names_and_family_defaults():
+    assert get_scheduler("Flow DPM++ 2M").name == "flow_dpmpp_2m" and get_scheduler("DPM++ 2M").name == "dpmpp_2m"
+    assert len(DEFAULTS["flow"]) >= 5 and all(get_scheduler(s).family == "flow" for s in DEFAULTS["flow"])
+    assert get_scheduler(REFERENCE["flow"]).family == "flow" and not get_scheduler(REFERENCE["flow"]).stochastic
+    assert all(get_scheduler(s).family == "ddpm" for s in (*DEFAULTS["ddpm"], REFERENCE["ddpm"]))
+
+
+def test_unset_schedulers_resolve_by_the_model_family():
+    from evalkit.config import load_config
+    from evalkit.models import LoadOptions, load_model
+    from evalkit.plan import resolve_defaults
+
+    ddpm, flow = (load_model(spec, LoadOptions()) for spec in ("builtin:mixture", "builtin:mixture-flow"))
+    unset = load_config()
+    assert resolve_defaults(unset, ddpm).schedulers == ("euler", "euler_a", "heun", "ddim", "dpmpp_2m",
+                                                        "dpmpp_2m_karras", "unipc")
+    assert resolve_defaults(unset, ddpm).reference_scheduler == "dpmpp_2m_karras"
+    assert resolve_defaults(unset, flow).schedulers == DEFAULTS["flow"]
+    assert resolve_defaults(unset, flow).reference_scheduler == "flow_dpmpp_2m_karras"
+    given = resolve_defaults(load_config(schedulers="flow_heun", reference_scheduler="same"), flow)
+    assert given.schedulers == ("flow_heun",) and given.reference_scheduler == "same"

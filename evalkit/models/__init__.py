@@ -1,6 +1,6 @@
 """Model registry: a spec string -> a backend that loads a `Model` (see base.py for the contract).
 
-  builtin:NAME              the exact toy models shipped with evalkit (no weights)
+  builtin:NAME              the exact models shipped with evalkit (no weights): mixture, mixture-flow
   diffusers:ID_OR_PATH      any diffusers text-to-image pipeline; a bare hub id or folder works too
   python:MODULE:FACTORY     FACTORY() returns a diffusers-style pipeline (in-house models)
 """
@@ -42,7 +42,7 @@ def _load_python(target: str, options: LoadOptions) -> Model:
 
 
 BACKENDS: Registry[Backend] = Registry("backend")
-BACKENDS.add("builtin", Backend("builtin", "builtin:mixture", _load_builtin))
+BACKENDS.add("builtin", Backend("builtin", "builtin:mixture or builtin:mixture-flow", _load_builtin))
 BACKENDS.add("diffusers", Backend("diffusers", "diffusers:ORG/NAME or diffusers:/path/to/folder", _load_diffusers))
 BACKENDS.add("python", Backend("python", "python:package.module:factory", _load_python))
 
