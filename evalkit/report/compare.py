@@ -73,10 +73,9 @@ def read_runs(specs: list[str]) -> list[ComparedRun]:
     return runs
 
 
-def gate_outcomes(rules: str | Path, runs: list[ComparedRun]) -> list[tuple[ComparedRun, list[gate.Outcome]]]:
-    """Each later run judged against the first with the gate's own rules parsing and evaluation."""
-    parsed = gate.load_rules(rules)
-    return [(run, gate._unique_names(gate.evaluate(parsed, runs[0].judged, run.judged))) for run in runs[1:]]
+def gate_outcomes(rules: list[gate.Rule], runs: list[ComparedRun]) -> list[tuple[ComparedRun, list[gate.Outcome]]]:
+    """Each later run judged against the first by the gate's own evaluation (as `gate_main` does)."""
+    return [(run, gate._unique_names(gate.evaluate(rules, runs[0].judged, run.judged))) for run in runs[1:]]
 
 
 def write_comparison(specs: list[str], out: Path, rules: str | Path | None = None, strip_steps: str | None = None,
@@ -85,10 +84,9 @@ def write_comparison(specs: list[str], out: Path, rules: str | Path | None = Non
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise EvalkitError(f"--out {out} should be an .html file: e.g. --out compare.html")
-    if rules is not None:
-        gate.load_rules(rules)  # a bad rules file fails before any run is read
+    parsed = gate.load_rules(rules) if rules is not None else None  # a bad rules file fails before any run is read
     runs = read_runs(specs)
-    verdicts = gate_outcomes(rules, runs) if rules is not None else None
+    verdicts = gate_outcomes(parsed, runs) if parsed is not None else None
     steps = chosen_steps(runs, strip_steps)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(out, render_comparison(runs, out, verdicts, steps, plotly_script(plotly_js, out)).encode("utf-8"))

@@ -1,4 +1,5 @@
-"""Stage 3: one self-contained, offline report.html per run folder.
+"""Stage 3: one self-contained, offline report.html per run folder (or, with plotly_js="shared", one that loads
+the plotly.min.js written beside it).
 
 Layout: `data` reads the run folder, `charts`/`prompts` build plotly figures as JSON, `grid` embeds
 thumbnails; this module writes the sections and fills `template.html`. User text (prompts, paths, warnings,
