@@ -18,11 +18,11 @@ import pandas as pd
 from .. import gate
 from ..config import parse_list
 from ..errors import EvalkitError
-from .recommend import recommend
 from ..store import atomic_write
 from . import charts, grid
 from .data import RunData, load_run
 from .html import chart, esc, fill_page, fmt, nav, plotly_script, section
+from .recommend import recommend
 
 STRIP_PAIRS, STRIP_STEPS = 4, 5
 
