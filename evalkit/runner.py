@@ -125,6 +125,9 @@ def report(path: str | os.PathLike, plotly_js: str = "inline") -> Path:
 def run(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, progress: bool = False,
         plotly_js: str = "inline", **overrides: Any) -> Run:
     """All stages for a config: render what is missing, score, and write report.html."""
+    from .report.html import check_plotly_js
+
+    check_plotly_js(plotly_js)  # a typo fails before anything renders
     result = score(rendered=render(config, progress=progress, **overrides))
     result.report = report(result.dir, plotly_js)
     return result

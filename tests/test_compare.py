@@ -195,11 +195,13 @@ def test_recommend_within_a_budget_is_the_best_quality_there(runs, evalkit_cli):
 def test_plotly_js_shared_and_inline(runs, evalkit_cli, tmp_path):
     inline = (runs["base"] / "report.html").read_text()
     assert "<script src=" not in inline and inline.count("plotly.js v") >= 1
-    code, out, _ = evalkit_cli(["report", str(runs["base"]), "--plotly-js", "shared"])
-    shared = (runs["base"] / "report.html").read_text()
     js = runs["base"] / "plotly.min.js"
-    assert code == 0 and '<script src="plotly.min.js"></script>' in shared
-    assert len(shared) < len(inline) - 1_000_000 and js.stat().st_size > 1_000_000
+    for args in (["report", str(runs["base"])], ["run", str(runs["base"] / "config.toml"), "--no-progress"]):
+        js.unlink(missing_ok=True)
+        code, _, _ = evalkit_cli([*args, "--plotly-js", "shared"])
+        shared = (runs["base"] / "report.html").read_text()
+        assert code == 0 and '<script src="plotly.min.js"></script>' in shared
+        assert len(shared) < len(inline) - 1_000_000 and js.stat().st_size > 1_000_000
     folder = tmp_path / "pages"
     for name in ("a.html", "b.html"):
         code, _, _ = evalkit_cli(["compare", str(runs["base"]), str(runs["worse"]), "--out", str(folder / name),
@@ -207,8 +209,9 @@ def test_plotly_js_shared_and_inline(runs, evalkit_cli, tmp_path):
         assert code == 0
     assert sorted(p.name for p in folder.iterdir()) == ["a.html", "b.html", "plotly.min.js"]
     assert (folder / "plotly.min.js").read_bytes() == js.read_bytes()
-    code, _, err = evalkit_cli(["report", str(runs["base"]), "--plotly-js", "cdn"])
-    assert code == 2 and "unknown --plotly-js 'cdn'" in err
+    for command in (["report", str(runs["base"])], ["run", str(runs["root"] / "nothing.toml")]):
+        code, _, err = evalkit_cli([*command, "--plotly-js", "cdn"])
+        assert code == 2 and "unknown --plotly-js 'cdn'" in err  # run: before it reads or renders anything
     write_report(runs["base"])  # back to the default for the other tests
     js.unlink()
 

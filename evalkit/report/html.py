@@ -42,14 +42,18 @@ def plotly_script(mode: str, page_path: Path) -> str:
     """The <script> that loads plotly.js: embedded in the page ("inline", one self-contained file), or
     ("shared") one plotly.min.js written beside the page and loaded by relative path, so a folder of pages
     carries it once."""
-    if mode == "inline":
+    if check_plotly_js(mode) == "inline":
         return "<script>" + get_plotlyjs().replace("</script", "<\\/script") + "</script>"
-    if mode != "shared":
-        raise EvalkitError(f"unknown --plotly-js {mode!r}: use inline (one self-contained file) or shared")
     source, target = get_plotlyjs().encode("utf-8"), page_path.parent / PLOTLY_FILE
     if not (target.is_file() and target.read_bytes() == source):
         atomic_write(target, source)
     return f'<script src="{PLOTLY_FILE}"></script>'
+
+
+def check_plotly_js(mode: str) -> str:
+    if mode not in PLOTLY_MODES:
+        raise EvalkitError(f"unknown --plotly-js {mode!r}: use inline (one self-contained file) or shared")
+    return mode
 
 
 def fill_page(title: str, body: str, plotly_tag: str) -> str:
