@@ -84,6 +84,8 @@ def write_comparison(specs: list[str], out: Path, rules: str | Path | None = Non
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise EvalkitError(f"--out {out} should be an .html file: e.g. --out compare.html")
+    if rules is not None and len(specs) < 2:
+        raise EvalkitError("--rules judges a candidate against a baseline: pass at least two runs")
     parsed = gate.load_rules(rules) if rules is not None else None  # a bad rules file fails before any run is read
     runs = read_runs(specs)
     verdicts = gate_outcomes(parsed, runs) if parsed is not None else None
