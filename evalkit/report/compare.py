@@ -282,6 +282,9 @@ def pareto_figure(runs: list[ComparedRun], metric: str, points: pd.DataFrame, hi
                  "hovertemplate": "<b>%{meta[0]}</b> · %{customdata[0]} %{customdata[1]} steps<br>%{x:.3g} · "
                                   f"{charts.ptext(metric)} %{{y:.4g}}<extra></extra>"}
         traces.append((trace, charts.xy(rows, modes, charts.clean(rows["value"]))))
+    traces += [({"type": "scatter", "mode": "markers", "name": scheduler, "hoverinfo": "skip",
+                 "marker": {"symbol": SYMBOLS[i % len(SYMBOLS)], "size": 8, "color": "#555"}},
+                {m: ([None], [None]) for m in modes}) for i, scheduler in enumerate(shared)]  # symbol key
     front = {m: charts.frontier(points, m, hib) for m in modes}
     trace = {"type": "scatter", "mode": "lines+markers", "name": "joint Pareto frontier",
              "line": {"color": "#000", "width": 1.5, "shape": "hv"},
