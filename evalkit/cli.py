@@ -34,6 +34,8 @@ _BACKEND = typer.Option(None, help="Where render and score run: local (default) 
 _RAY_ADDRESS = typer.Option(None, help="Ray cluster: unset starts a local one; auto | HOST:PORT joins one.")
 _WORKERS = typer.Option(None, help="Ray workers, one model/backbone replica each (default: one per CPU or GPU share).")
 _GPUS = typer.Option(None, help="GPUs per Ray worker (e.g. 1, or 0.5 to share a GPU).")
+_PLOTLY_JS = typer.Option("inline", help="inline: plotly.js inside the HTML (one self-contained file) | shared: "
+                                         "one plotly.min.js beside the HTML, loaded by relative path.")
 
 
 def _execution(backend, ray_address, workers, gpus_per_worker) -> dict:
@@ -52,7 +54,7 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
         fid_reference: Optional[str] = typer.Option(None, help="references | FOLDER of real images | STATS.npz"),
         backend: Optional[str] = _BACKEND, ray_address: Optional[str] = _RAY_ADDRESS,
         workers: Optional[int] = _WORKERS, gpus_per_worker: Optional[float] = _GPUS,
-        progress: bool = typer.Option(True, help="Show a progress bar.")):
+        progress: bool = typer.Option(True, help="Show a progress bar."), plotly_js: str = _PLOTLY_JS):
     """Render the sweep (resuming any earlier run in the same folder), score it, print the run folder."""
     resolved = resolve_config(config, **_sweep_overrides(  # config errors come before the stages are imported
         model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
@@ -61,7 +63,7 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
     _INTERRUPTED_RUN.append(resolved.run_dir())
     from .runner import run as run_sweep
 
-    _report(run_sweep(resolved, progress=progress))
+    _report(run_sweep(resolved, progress=progress, plotly_js=plotly_js))
 
 
 @app.command()
@@ -95,11 +97,25 @@ def _stage_config(config, backend, ray_address, workers, gpus_per_worker):
 
 
 @app.command()
-def report(run_dir: str = typer.Argument(..., help="A scored run folder.")):
+def report(run_dir: str = typer.Argument(..., help="A scored run folder."), plotly_js: str = _PLOTLY_JS):
     """Stage 3 only: write DIR/report.html (self-contained, opens offline)."""
     from .runner import report as report_stage
 
-    typer.echo(f"report: {report_stage(run_dir)}")
+    typer.echo(f"report: {report_stage(run_dir, plotly_js)}")
+
+
+@app.command()
+def compare(runs: list[str] = typer.Argument(..., help="Scored run folders of one sweep, each RUN or RUN=label "
+                                                        "(the first is the baseline)."),
+            out: str = typer.Option("compare.html", help="The HTML file to write."),
+            rules: Optional[str] = typer.Option(None, help="Gate rules file: the gate's verdict at the top."),
+            steps: Optional[str] = typer.Option(None, help="Step counts in the image strip, e.g. 4,8 "
+                                                           "(default: up to 5 spread over the sweep)."),
+            plotly_js: str = _PLOTLY_JS):
+    """One HTML report comparing runs of the same prompts and seeds (e.g. two models, or two releases)."""
+    from .report.compare import write_comparison
+
+    typer.echo(f"comparison: {write_comparison(runs, Path(out), rules=rules, strip_steps=steps, plotly_js=plotly_js)}")
 
 
 @app.command()
@@ -171,6 +187,24 @@ def gate(baseline: Optional[str] = typer.Option(None, help="The run folder to co
 
     raise typer.Exit(gate_main(baseline, candidate, rules=rules, junit=junit, markdown=markdown,
                                thresholds_only=thresholds_only))
+
+
+@app.command()
+def recommend(run_dir: str = typer.Argument(..., help="A scored run folder."),
+              metric: Optional[str] = typer.Option(None, help="Quality metric shown and ranked (default: lpips, "
+                                                                "else ssim, else psnr)."),
+              max_seconds: Optional[float] = typer.Option(None, help="Budget: best quality at most S s/image."),
+              max_nfe: Optional[float] = typer.Option(None, help="Budget: best quality at most N NFE per image."),
+              cost: str = typer.Option("nfe", help="Without a budget, cheapest by: nfe | seconds."),
+              as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")):
+    """The cheapest (scheduler, steps) that meets the min-steps bar, or the best quality within a budget."""
+    import json
+
+    from .report.recommend import recommend as pick, recommendation_text
+    from .report.data import load_run
+
+    result = pick(load_run(Path(run_dir)), metric, max_seconds=max_seconds, max_nfe=max_nfe, cost=cost)
+    typer.echo(json.dumps(result, indent=2) if as_json else recommendation_text(result))
 
 
 @app.command()

@@ -169,14 +169,9 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
             raise EvalkitError("gate needs --baseline DIR and --candidate DIR (or --thresholds-only with --rules)")
         base, cand = load_run(baseline), load_run(candidate)
         check_comparable(base, cand)
-        chosen = parsed if parsed is not None else default_rules(base, cand)
-        outcomes = evaluate([r for r in chosen if r.kind != "broken_images"] + broken_rules(parsed), base, cand)
+        outcomes = judge(parsed, base, cand)
         title = f"candidate {cand.dir} ({cand.config.model}) vs baseline {base.dir} ({base.config.model})"
-    if not any(o.compared for o in outcomes):
-        raise EvalkitError("the gate compared nothing: no rule instance had values to judge (e.g. every swept "
-                           "scheduler is stochastic, so \"*\" skips their convergence columns and neither run reaches "
-                           "min steps): gate them on fid/kid or clip_score, or name the scheduler in a [[regression]]")
-    outcomes = _unique_names(outcomes)
+    outcomes = _checked(outcomes)
     print(console_table(outcomes, title))
     for flag, path, write in (("--junit", junit, lambda p: write_junit(p, outcomes)),
                               ("--markdown", markdown, lambda p: atomic_write(p, markdown_summary(outcomes, title).encode()))):
@@ -187,6 +182,21 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
                 raise EvalkitError(f"{flag} {path} could not be written ({exc.strerror}): pass a writable file path "
                                    "(the verdict above stands)") from None
     return 0 if all(o.passed for o in outcomes) else 1
+
+
+def judge(rules: list[Rule] | None, base: RunData, cand: RunData) -> list[Outcome]:
+    """The gate's decision on two comparable runs: the given rules (or the defaults) plus the broken-images rule."""
+    chosen = rules if rules is not None else default_rules(base, cand)
+    return _checked(evaluate([r for r in chosen if r.kind != "broken_images"] + broken_rules(rules), base, cand))
+
+
+def _checked(outcomes: list[Outcome]) -> list[Outcome]:
+    """Unique names; a gate that compared nothing is bad input, never a pass."""
+    if not any(o.compared for o in outcomes):
+        raise EvalkitError("the gate compared nothing: no rule instance had values to judge (e.g. every swept "
+                           "scheduler is stochastic, so \"*\" skips their convergence columns and neither run reaches "
+                           "min steps): gate them on fid/kid or clip_score, or name the scheduler in a [[regression]]")
+    return _unique_names(outcomes)
 
 
 def _check_writable(flag: str, path: Path) -> None:
@@ -548,40 +558,90 @@ def verdict(outcomes: list[Outcome]) -> str:
     return f"FAIL: {len(failed)} of {len(outcomes)} rule instances fail"
 
 
+def scheduler_of(outcome: Outcome) -> str:
+    """The scheduler an expanded rule instance judges (names: `kind metric sched@steps`, `min_steps sched`, `broken_images sched`)."""
+    words = outcome.name.split()
+    return (words[1] if words[0] in ("min_steps", "broken_images") else words[2]).split("@")[0]
+
+
+def by_scheduler(outcomes: list[Outcome]) -> dict[str, list[Outcome]]:
+    groups: dict[str, list[Outcome]] = {}
+    for o in outcomes:
+        groups.setdefault(scheduler_of(o), []).append(o)
+    return groups
+
+
+def scheduler_summary(outcomes: list[Outcome]) -> list[list[str]]:
+    """Per scheduler: rules failed, the min-steps change, the worst regression (lowest delta) with its CI."""
+    out = []
+    for scheduler, group in by_scheduler(outcomes).items():
+        failed = sum(not o.passed for o in group)
+        steps = next((o for o in group if o.name.startswith("min_steps")), None)
+        change = "—" if steps is None else f"{_fmt(steps.baseline)} → {_fmt(steps.candidate)}"
+        if steps is not None and steps.delta is not None:
+            change += f" ({-steps.delta:+g})"
+        regressions = [o for o in group if o.name.startswith("regression") and o.delta is not None]
+        worst = min(regressions, key=lambda o: o.delta, default=None)
+        worst_text = "—" if worst is None else (
+            f"{' '.join(worst.name.split()[1:])}: {worst.delta:+.4g}"
+            + (f" [{worst.ci[0]:.4g}, {worst.ci[1]:.4g}]" if worst.ci else ""))
+        out.append([scheduler, f"{failed} of {len(group)}", change, worst_text, "FAIL" if failed else "PASS"])
+    return out
+
+
+SUMMARY_HEADER = ["scheduler", "rules failed", "min steps (baseline → candidate)", "worst regression (delta, CI)",
+                  "verdict"]
+
+
 def console_table(outcomes: list[Outcome], title: str) -> str:
     body = [HEADER + ["why"]] + [r + [o.message] for r, o in zip(rows(outcomes), outcomes)]
     widths = [max(len(line[i]) for line in body) for i in range(len(HEADER))]
-    lines = [f"gate: {title}"]
+    summary = [SUMMARY_HEADER] + scheduler_summary(outcomes)
+    swidths = [max(len(line[i]) for line in summary) for i in range(len(SUMMARY_HEADER))]
+    lines = [f"gate: {verdict(outcomes)}", f"gate: {title}"]
+    lines += ["  ".join(cell.ljust(w) for cell, w in zip(line, swidths)).rstrip() for line in summary]
+    lines += [""]
     lines += ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)) + "  " + line[-1] for line in body]
     lines += [DELTA_NOTE, f"gate: {verdict(outcomes)}"]
     return "\n".join(lines)
 
 
 def markdown_summary(outcomes: list[Outcome], title: str) -> str:
+    """Verdict first, then one line per scheduler, then every rule instance in a collapsed <details> block."""
     icon = "✅" if all(o.passed for o in outcomes) else "❌"
     cell = lambda text: text.replace("|", "\\|")  # noqa: E731
-    lines = [f"### {icon} evalkit gate {verdict(outcomes)}", "", cell(title), "",
-             "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    table = lambda header: ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]  # noqa: E731
+    lines = [f"### {icon} evalkit gate {verdict(outcomes)}", "", cell(title), ""]
+    lines += table(SUMMARY_HEADER)
+    for r in scheduler_summary(outcomes):
+        r[-1] = "✅ pass" if r[-1] == "PASS" else "❌ **fail**"
+        lines.append("| " + " | ".join(cell(x) for x in r) + " |")
+    failed = sum(not o.passed for o in outcomes)
+    lines += ["", f"<details><summary>All {len(outcomes)} rule instances "
+                  f"({failed} failed)</summary>", ""]
+    lines += table(HEADER)
     for r, o in zip(rows(outcomes), outcomes):
         r[-1] = "✅ pass" if o.passed else f"❌ **fail**: {o.message}"
         lines.append("| " + " | ".join(cell(x) for x in r) + " |")
-    lines += ["", f"<sub>{DELTA_NOTE}</sub>", ""]
+    lines += ["", "</details>", "", f"<sub>{DELTA_NOTE}</sub>", ""]
     return "\n".join(lines)
 
 
 def write_junit(path: Path, outcomes: list[Outcome]) -> None:
+    """One <testsuite> per scheduler (classname evalkit.gate.SCHEDULER), so CI UIs group the rules by it."""
     failures = sum(not o.passed for o in outcomes)
-    suite = ET.Element("testsuite", name="evalkit gate", tests=str(len(outcomes)), failures=str(failures),
-                       errors="0", skipped="0")
-    for o in outcomes:
-        case = ET.SubElement(suite, "testcase", name=o.name, classname=f"evalkit.gate.{o.name.split()[0]}")
-        if o.passed:
-            ET.SubElement(case, "system-out").text = o.message
-        else:
-            ET.SubElement(case, "failure", message=o.message, type="GateFailure").text = (
-                f"{o.name}: baseline {_fmt(o.baseline)}, candidate {_fmt(o.candidate)}, delta {_fmt(o.delta)}"
-                + (f", CI [{o.ci[0]:.4g}, {o.ci[1]:.4g}]" if o.ci else "") + f": {o.message}")
-    root = ET.Element("testsuites", tests=str(len(outcomes)), failures=str(failures), errors="0")
-    root.append(suite)
+    root = ET.Element("testsuites", name="evalkit gate", tests=str(len(outcomes)), failures=str(failures),
+                      errors="0")
+    for scheduler, group in by_scheduler(outcomes).items():
+        suite = ET.SubElement(root, "testsuite", name=f"evalkit gate: {scheduler}", tests=str(len(group)),
+                              failures=str(sum(not o.passed for o in group)), errors="0", skipped="0")
+        for o in group:
+            case = ET.SubElement(suite, "testcase", name=o.name, classname=f"evalkit.gate.{scheduler}")
+            if o.passed:
+                ET.SubElement(case, "system-out").text = o.message
+            else:
+                ET.SubElement(case, "failure", message=o.message, type="GateFailure").text = (
+                    f"{o.name}: baseline {_fmt(o.baseline)}, candidate {_fmt(o.candidate)}, delta {_fmt(o.delta)}"
+                    + (f", CI [{o.ci[0]:.4g}, {o.ci[1]:.4g}]" if o.ci else "") + f": {o.message}")
     ET.indent(root)
     atomic_write(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))

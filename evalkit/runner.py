@@ -132,18 +132,22 @@ def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None
     return result
 
 
-def report(path: str | os.PathLike) -> Path:
-    """Stage 3: the self-contained report.html of a scored run folder."""
+def report(path: str | os.PathLike, plotly_js: str = "inline") -> Path:
+    """Stage 3: the report.html of a scored run folder (self-contained, or with plotly_js="shared" loading a
+    plotly.min.js written beside it)."""
     from .report import write_report
 
-    return write_report(Path(path))
+    return write_report(Path(path), plotly_js)
 
 
 def run(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, progress: bool = False,
-        **overrides: Any) -> Run:
+        plotly_js: str = "inline", **overrides: Any) -> Run:
     """All stages for a config: render what is missing, score, and write report.html."""
+    from .report.html import check_plotly_js
+
+    check_plotly_js(plotly_js)  # a typo fails before anything renders
     result = score(rendered=render(config, progress=progress, **overrides))
-    result.report = report(result.dir)
+    result.report = report(result.dir, plotly_js)
     return result
 
 

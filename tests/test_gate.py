@@ -39,9 +39,9 @@ def write(tmp_path: Path, text: str, name: str = "rules.toml") -> Path:
 
 
 def junit_cases(path: Path) -> tuple[ET.Element, dict[str, bool]]:
-    """The <testsuite> and testcase name -> failed."""
-    suite = ET.parse(path).getroot().find("testsuite")
-    return suite, {c.get("name"): c.find("failure") is not None for c in suite.iter("testcase")}
+    """The <testsuites> root (totals) and testcase name -> failed, over every per-scheduler <testsuite>."""
+    root = ET.parse(path).getroot()
+    return root, {c.get("name"): c.find("failure") is not None for c in root.iter("testcase")}
 
 
 def test_identical_runs_pass(runs, tmp_path, capsys):
@@ -208,3 +208,41 @@ def test_cli_exit_codes_are_what_a_pipeline_acts_on(runs, tmp_path, evalkit_cli)
     assert (same[0], worse[0], bad[0]) == (0, 1, 2)
     assert "not comparable" in bad[2] and bad[2].count("\n") == 1
     assert (tmp_path / "j.xml").is_file()
+
+
+def test_markdown_leads_with_the_verdict_and_a_line_per_scheduler(runs, tmp_path):
+    """The verdict, then one summary row per scheduler, then every rule instance inside a collapsed block."""
+    code = gate_main(runs["base"], runs["worse"], junit=tmp_path / "j.xml", markdown=tmp_path / "m.md")
+    text = (tmp_path / "m.md").read_text()
+    lines = text.splitlines()
+    assert code == 1 and lines[0].startswith("### ❌ evalkit gate FAIL: ")
+    root, cases = junit_cases(tmp_path / "j.xml")
+    summary = [line for line in lines[:lines.index(next(x for x in lines if x.startswith("<details>")))]
+               if line.startswith("| ") and not line.startswith("| scheduler")]
+    assert [row.split(" | ")[0][2:] for row in summary] == ["dpmpp_2m_karras", "euler"]
+    for row in summary:
+        scheduler, failed = row.split(" | ")[0][2:], row.split(" | ")[1]
+        mine = [name for name in cases if name.endswith(f" {scheduler}") or f" {scheduler}@" in name]
+        assert failed == f"{sum(cases[n] for n in mine)} of {len(mine)}"
+    # the worst regression is the lowest delta with its CI, as in the full table
+    euler = next(row for row in summary if row.startswith("| euler "))
+    full = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines if line.startswith("| regression ssim euler@")}
+    worst = min(full, key=lambda name: float(full[name][3]))
+    assert f"ssim {worst.split()[-1]}: {float(full[worst][3]):+.4g} {full[worst][4]}" in euler
+    details = text[text.index("<details>"):text.index("</details>")]
+    assert sum(line.startswith("| regression") or line.startswith("| min_steps") for line in details.splitlines()) \
+        == len(cases)
+
+
+def test_junit_has_one_testsuite_per_scheduler(runs, tmp_path):
+    gate_main(runs["base"], runs["worse"], junit=tmp_path / "j.xml")
+    root, cases = junit_cases(tmp_path / "j.xml")
+    suites = root.findall("testsuite")
+    assert [s.get("name") for s in suites] == ["evalkit gate: dpmpp_2m_karras", "evalkit gate: euler"]
+    for suite in suites:
+        scheduler = suite.get("name").split(": ")[1]
+        tests = suite.findall("testcase")
+        assert {t.get("classname") for t in tests} == {f"evalkit.gate.{scheduler}"}
+        assert suite.get("tests") == str(len(tests))
+        assert suite.get("failures") == str(sum(t.find("failure") is not None for t in tests))
+    assert root.get("tests") == str(len(cases)) and root.get("failures") == str(sum(cases.values()))

@@ -25,8 +25,9 @@ NOT_CONVERGENT, SMALL_N = "not-convergent", "small-n"
 
 def ptext(value) -> str:
     """Text for plotly (legend, titles, hover): plotly.js parses a few tags and decodes &lt; &gt; &amp;, so
-    escaping those shows user text literally; it does not decode &quot;, so quotes are left as they are."""
-    return html.escape(str(value), quote=False)
+    escaping those shows user text literally; it does not decode &quot;, so quotes are left as they are.
+    It also fills `%{...}` templates in trace names and titles: `{` as &#123; keeps user text out of them."""
+    return html.escape(str(value), quote=False).replace("%{", "%&#123;")
 
 
 def clean(values) -> list:
@@ -41,8 +42,10 @@ def clean(values) -> list:
 def color(data: RunData, scheduler: str, alpha: float | None = None) -> str:
     names = data.schedulers
     hex_ = PALETTE[names.index(scheduler) % len(PALETTE)] if scheduler in names else "#333333"
-    if alpha is None:
-        return hex_
+    return hex_ if alpha is None else rgba(hex_, alpha)
+
+
+def rgba(hex_: str, alpha: float) -> str:
     r, g, b = (int(hex_[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
 
@@ -101,33 +104,41 @@ def xy(rows: pd.DataFrame, modes: list[str], y: list) -> dict:
     return {mode: (clean(rows[mode]), y) for mode in modes}
 
 
-def band_trace(data: RunData, rows: pd.DataFrame, scheduler: str, modes: list[str]) -> tuple[dict, dict] | None:
+def band_trace(data: RunData, rows: pd.DataFrame, scheduler: str, modes: list[str], hue: str | None = None,
+               label: str | None = None) -> tuple[dict, dict] | None:
+    """The CI band; `hue`/`label` override the scheduler's colour and name (a comparison colours by run)."""
     ok = rows.dropna(subset=["ci_low", "ci_high"])
     if ok.empty:
         return None
     per_mode = {m: (clean(list(ok[m]) + list(ok[m])[::-1]), clean(list(ok["ci_high"]) + list(ok["ci_low"])[::-1]))
                 for m in modes}
-    trace = {"type": "scatter", "mode": "lines", "fill": "toself", "fillcolor": color(data, scheduler, 0.15),
-             "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False, "legendgroup": scheduler,
-             "name": f"{scheduler} 95% CI"}
+    label = label or scheduler
+    trace = {"type": "scatter", "mode": "lines", "fill": "toself", "fillcolor": rgba(hue or color(data, scheduler), 0.15),
+             "line": {"width": 0}, "hoverinfo": "skip", "showlegend": False, "legendgroup": label,
+             "name": f"{label} 95% CI"}
     return trace, per_mode
 
 
-def line_trace(data: RunData, rows: pd.DataFrame, scheduler: str, modes: list[str]) -> tuple[dict, dict]:
+def line_trace(data: RunData, rows: pd.DataFrame, scheduler: str, modes: list[str], hue: str | None = None,
+               label: str | None = None) -> tuple[dict, dict]:
     flags = [str(f) for f in rows["flags"]]
     flagged = any(NOT_CONVERGENT in f for f in flags)
     symbols = ["x" if SMALL_N in f else ("circle-open" if NOT_CONVERGENT in f else "circle") for f in flags]
     custom = [[int(s), _num(n), _num(sec), _num(lo), _num(hi), int(k), f or "none"]
               for s, n, sec, lo, hi, k, f in zip(rows["steps"], rows["nfe"], rows["seconds"], rows["ci_low"],
                                                  rows["ci_high"], rows["n"], flags)]
-    trace = {"type": "scatter", "mode": "lines+markers", "name": scheduler + (" (not convergent)" if flagged else ""),
-             "legendgroup": scheduler, "meta": {"scheduler": scheduler, "role": "line"},
-             "line": {"color": color(data, scheduler), "width": 2, "dash": "dash" if flagged else "solid"},
+    label = label or scheduler
+    trace = {"type": "scatter", "mode": "lines+markers", "name": ptext(label) + (" (not convergent)" if flagged else ""),
+             "legendgroup": label, "meta": {"scheduler": scheduler, "role": "line"},
+             "line": {"color": hue or color(data, scheduler), "width": 2, "dash": "dash" if flagged else "solid"},
              "marker": {"symbol": symbols, "size": 7}, "customdata": custom,
              "hovertemplate": (f"<b>{ptext(scheduler)}</b><br>steps %{{customdata[0]}} · NFE %{{customdata[1]:.3g}}"
                                " · %{customdata[2]:.3g} s/image<br>value %{y:.4g} (95% CI %{customdata[3]:.4g}"
                                " – %{customdata[4]:.4g}, n %{customdata[5]})<br>flags: %{customdata[6]}"
                                "<extra></extra>")}
+    if label != scheduler:  # in meta, not the template: a label may contain %{...}
+        trace["meta"]["label"] = ptext(label)
+        trace["hovertemplate"] = "<b>%{meta.label}</b> · " + trace["hovertemplate"]
     return trace, xy(rows, modes, clean(rows["value"]))
 
 
@@ -139,7 +150,8 @@ def min_steps_info(data: RunData) -> dict[str, Any]:
     return ((data.summary.get("min_steps") or {}).get("schedulers") or {})
 
 
-def marker_traces(data: RunData, rows: pd.DataFrame, scheduler: str, metric: str, modes: list[str]) -> list:
+def marker_traces(data: RunData, rows: pd.DataFrame, scheduler: str, metric: str, modes: list[str],
+                  hue: str | None = None, label: str | None = None) -> list:
     info = min_steps_info(data).get(scheduler) or {}
     marks = []
     if info.get("reached") and info.get("min_steps") is not None:
@@ -147,16 +159,16 @@ def marker_traces(data: RunData, rows: pd.DataFrame, scheduler: str, metric: str
     knee = (info.get("knee") or {}).get(metric)
     if knee is not None:
         marks.append(("knee", knee, "diamond-open", 13))
-    out = []
-    for label, steps, symbol, size in marks:
+    out, group = [], label or scheduler
+    for mark, steps, symbol, size in marks:
         at = rows[rows["steps"] == steps]
         if at.empty:
             continue
-        trace = {"type": "scatter", "mode": "markers", "name": f"{scheduler} {label}", "legendgroup": scheduler,
-                 "showlegend": False, "meta": {"scheduler": scheduler, "role": label},
-                 "marker": {"symbol": symbol, "size": size, "color": color(data, scheduler),
+        trace = {"type": "scatter", "mode": "markers", "name": f"{ptext(group)} {mark}", "legendgroup": group,
+                 "showlegend": False, "meta": {"scheduler": scheduler, "role": mark},
+                 "marker": {"symbol": symbol, "size": size, "color": hue or color(data, scheduler),
                             "line": {"width": 1.5, "color": "#000"}},
-                 "hovertemplate": f"<b>{ptext(scheduler)}</b>: {label} = {int(steps)} steps<br>"
+                 "hovertemplate": f"<b>{ptext(scheduler)}</b>: {mark} = {int(steps)} steps<br>"
                                   "value %{y:.4g}<extra></extra>"}
         out.append((trace, xy(at, modes, clean(at["value"]))))
     return out

@@ -34,11 +34,12 @@ def breakable(name: str) -> str:
     return escape(name).replace("_", "_<wbr>")
 
 
-def cell(data: RunData, row: pd.Series | None, label: str) -> str:
+def cell(data: RunData, row: pd.Series | None, label: str, base: str = "") -> str:
+    """One thumbnail linking to its PNG; `base` is the run folder as seen from the page ("" beside it)."""
     if row is None:
         return '<td class="missing" title="not rendered">—</td>'
     flags = str(row["flags"] or "")
-    href = f"images/{escape(str(row['key']))}.png"
+    href = escape(f"{base}images/{row['key']}.png")
     badge = f'<span class="badge">{escape(flags)}</span>' if flags else ""
     title = escape(f"{label} · {int(row['nfe'])} NFE · {float(row['seconds']):.3g} s" + (f" · {flags}" if flags else ""))
     return (f'<td{" class=flagged" if flags else ""}><a href="{href}"><img class="thumb" '

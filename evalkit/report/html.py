@@ -1,4 +1,5 @@
-"""Stage 3: one self-contained, offline report.html per run folder.
+"""Stage 3: one self-contained, offline report.html per run folder (or, with plotly_js="shared", one that loads
+the plotly.min.js written beside it).
 
 Layout: `data` reads the run folder, `charts`/`prompts` build plotly figures as JSON, `grid` embeds
 thumbnails; this module writes the sections and fills `template.html`. User text (prompts, paths, warnings,
@@ -14,6 +15,8 @@ from typing import Any
 
 from plotly.offline import get_plotlyjs
 
+from ..errors import EvalkitError
+from .recommend import recommend
 from ..store import atomic_write
 from . import charts, grid, prompts
 from .data import RunData, load_run
@@ -23,16 +26,43 @@ SECTIONS = [("run", "Run"), ("min-steps", "Minimum useful steps"), ("plateau", "
             ("pareto", "Speed vs quality"), ("grid", "Image grid"), ("prompts", "Per prompt")]
 
 
-def write_report(run_dir: Path) -> Path:
+PLOTLY_MODES = ("inline", "shared")
+PLOTLY_FILE = "plotly.min.js"
+
+
+def write_report(run_dir: Path, plotly_js: str = "inline") -> Path:
     """Read the run folder's files, write run_dir/report.html atomically, return its path."""
     run_dir = Path(run_dir)
-    page = render_report(load_run(run_dir))
     path = run_dir / "report.html"
-    atomic_write(path, page.encode("utf-8"))
+    atomic_write(path, render_report(load_run(run_dir), plotly_script(plotly_js, path)).encode("utf-8"))
     return path
 
 
-def render_report(data: RunData) -> str:
+def plotly_script(mode: str, page_path: Path) -> str:
+    """The <script> that loads plotly.js: embedded in the page ("inline", one self-contained file), or
+    ("shared") one plotly.min.js written beside the page and loaded by relative path, so a folder of pages
+    carries it once."""
+    if check_plotly_js(mode) == "inline":
+        return "<script>" + get_plotlyjs().replace("</script", "<\\/script") + "</script>"
+    source, target = get_plotlyjs().encode("utf-8"), page_path.parent / PLOTLY_FILE
+    if not (target.is_file() and target.read_bytes() == source):
+        atomic_write(target, source)
+    return f'<script src="{PLOTLY_FILE}"></script>'
+
+
+def check_plotly_js(mode: str) -> str:
+    if mode not in PLOTLY_MODES:
+        raise EvalkitError(f"unknown --plotly-js {mode!r}: use inline (one self-contained file) or shared")
+    return mode
+
+
+def fill_page(title: str, body: str, plotly_tag: str) -> str:
+    """template.html with its fields filled in one pass, so text inside a field is never taken as a placeholder."""
+    fields = {"title": esc(title), "plotly": plotly_tag, "body": body}
+    return re.sub(r"\{\{(\w+)\}\}", lambda m: fields[m.group(1)], TEMPLATE.read_text())
+
+
+def render_report(data: RunData, plotly_tag: str | None = None) -> str:
     counter = iter(range(10_000))
     ranked = prompts.ranking(data, data.main_metric) if data.main_metric else None
     body = "".join([
@@ -45,11 +75,8 @@ def render_report(data: RunData) -> str:
         section("grid", grid.grid_section(data, grid_pairs(data, ranked))),
         section("prompts", prompt_section(data, ranked, counter)),
     ])
-    plotly_js = get_plotlyjs().replace("</script", "<\\/script")
-    fields = {"title": esc(f"evalkit · {data.config.model} · {data.dir.name}"),
-              "model": esc(data.config.model), "plotlyjs": plotly_js, "body": body}
-    # one pass, so text inside a filled-in field is never treated as a placeholder
-    return re.sub(r"\{\{(\w+)\}\}", lambda m: fields[m.group(1)], TEMPLATE.read_text())
+    return fill_page(f"evalkit · {data.config.model} · {data.dir.name}", body,
+                     plotly_tag or plotly_script("inline", data.dir / "report.html"))
 
 
 def esc(value: Any) -> str:
@@ -68,13 +95,13 @@ def chart(fig: dict, counter, kind: str, metric: str = "") -> str:
             f'<script type="application/json" class="chart-data" data-target="{chart_id}">{script_json(fig)}</script>')
 
 
-def nav() -> str:
-    links = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in SECTIONS)
+def nav(sections: list[tuple[str, str]] = SECTIONS) -> str:
+    links = "".join(f'<a href="#{sid}">{title}</a>' for sid, title in sections)
     return f'<nav class="toc">{links}</nav>'
 
 
-def section(sid: str, content: str) -> str:
-    title = dict(SECTIONS)[sid]
+def section(sid: str, content: str, sections: list[tuple[str, str]] = SECTIONS) -> str:
+    title = dict(sections)[sid]
     return f'<section id="{sid}"><h2>{title}</h2>{content}</section>'
 
 
@@ -120,6 +147,7 @@ def header(data: RunData) -> str:
         ("total NFE", f"{int(data.images['nfe'].sum()):,}"),
         ("render time", render_time(data, render)),
         ("metrics scored", metric_list(data)),
+        ("recommendation", recommendation_cell(data)),
     ]
     return facts(rows) + skipped_block(summary) + warnings_block(summary)
 
@@ -152,6 +180,15 @@ EXACT_MODELS = {
 def exact_model_note(spec: str) -> str:
     note = EXACT_MODELS.get(spec)
     return f'<br><span class="note exact-model">{note}</span>' if note else ""
+
+
+def recommendation_cell(data: RunData) -> str:
+    """`evalkit recommend`'s answer in one sentence, or why there is none."""
+    try:
+        result = recommend(data)
+    except EvalkitError as exc:
+        return f"none: {esc(exc)}"
+    return f"<b>{esc(result['sentence'])}</b>"
 
 
 def render_time(data: RunData, render: dict) -> str:
