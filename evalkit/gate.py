@@ -161,8 +161,8 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
             raise EvalkitError("--thresholds-only needs a rules file with at least one [[band]] rule: "
                                "pass --rules FILE with [[band]] metric, scheduler, steps, lo, hi")
         cand = load_run(candidate)
-        outcomes = [o for r in [*bands, *broken_rules(parsed)] for o in
-                    (judge_band(r, None, cand) if r.kind == "band" else judge_broken(r, None, cand))]
+        outcomes = _checked([o for r in [*bands, *broken_rules(parsed)] for o in
+                             (judge_band(r, None, cand) if r.kind == "band" else judge_broken(r, None, cand))])
         title = f"candidate {cand.dir} ({cand.config.model}) against absolute bands"
     else:
         if baseline is None:
@@ -171,7 +171,6 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
         check_comparable(base, cand)
         outcomes = judge(parsed, base, cand)
         title = f"candidate {cand.dir} ({cand.config.model}) vs baseline {base.dir} ({base.config.model})"
-    outcomes = _checked(outcomes)
     print(console_table(outcomes, title))
     for flag, path, write in (("--junit", junit, lambda p: write_junit(p, outcomes)),
                               ("--markdown", markdown, lambda p: atomic_write(p, markdown_summary(outcomes, title).encode()))):
