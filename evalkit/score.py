@@ -28,13 +28,14 @@ from .errors import EvalkitError
 from .executors import LocalExecutor
 from .metrics import METRICS
 from .metrics.base import IMAGE_PROMPT, IMAGE_REFERENCE, SET, MetricOptions, MetricSpec
+from .metrics.resample import SetTarget, counts_of
 from .models import resolve_device
 from .plan import REFERENCE, SWEEP, reference_scheduler
 from .store import RunDir, atomic_write, atomic_write_table
 
 SCORE_COLUMNS = ["key", "metric", "value"]
 CHECKPOINT_EVERY = 50  # batches between cache writes: an interrupted stage resumes from there
-SET_BOOTSTRAP = 200  # replicates for set-metric intervals (each replicate recomputes FID/KID)
+SET_BOOTSTRAP = 200  # replicates for set-metric intervals (quadratic forms of one Gram/kernel per column)
 TARGET_CHUNK = 1024  # target-folder features loaded at a time when summing FID moments
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -142,16 +143,11 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
         return (f"{spec.name} needs at least 2 images per (scheduler, steps) column, this sweep has {len(units)} "
                 "(prompts x seeds): add seeds or prompts")
     files = [(sha, run.path / p) for sha, p in zip(sweep.sha256, sweep.path)]
-    stats = fixed = None
     if target == "references":
         files += [(sha, run.path / p) for sha, p in zip(references.sha256, references.path)]
     elif Path(target).suffix == ".npz":
         if spec.compare_stats is None:
             return f"{spec.name} needs images, not statistics: fid_reference is {target}"
-        from .metrics.fid import load_npz_stats, stats_sqrt
-
-        mu, sigma = load_npz_stats(target)
-        stats = (mu, sigma, stats_sqrt(sigma))
     else:
         folder = [(p.read_bytes(), p) for p in sorted(Path(target).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES] \
             if Path(target).is_dir() else []
@@ -160,37 +156,55 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
                                "with at least 2 images: point it at one of those")
         files += [(hashlib.sha256(data).hexdigest(), path) for data, path in folder]
     computed = store.compute(spec, options, files, executor)
-    if target != "references" and stats is None:
-        target_shas = [sha for sha, _ in files[len(sweep):]]
-        if spec.compare_stats is not None:  # FID: the target's sums, streamed; never all its features at once
-            from .metrics.fid import FeatureMoments, stats_sqrt
+    target_shas = [sha for sha, _ in files[len(sweep):]]
 
+    @functools.cache
+    def fixed_target() -> SetTarget:
+        """A folder's or an .npz's target, built only when some column's interval is not cached."""
+        from .metrics.fid import FeatureMoments, load_npz_stats, stats_sqrt
+
+        if Path(target).suffix == ".npz":
+            mu, sigma = load_npz_stats(target)
+        elif spec.compare_stats is not None:  # FID: the target's sums, streamed; never all its features at once
             moments = functools.reduce(operator.add, (FeatureMoments.of(store.load(target_shas[i:i + TARGET_CHUNK]))
                                                       for i in range(0, len(target_shas), TARGET_CHUNK)))
             mu, sigma = moments.mean_cov()
-            stats = (mu, sigma, stats_sqrt(sigma))
-        else:  # KID's unbiased estimator needs the target's features themselves
-            fixed = store.load(target_shas)
+        else:  # an unbiased MMD needs the target's features themselves
+            return SetTarget(fixed=store.load(target_shas))
+        return SetTarget(stats=(mu, sigma, stats_sqrt(sigma)))
+
     reference = references.groupby(["prompt_id", "seed"]).sha256.first()
-
-    def distance(features: np.ndarray, ref: np.ndarray | None) -> float:
-        if stats is not None:
-            return spec.compare_stats(features, stats[0], stats[1], stats[2])
-        return spec.compare(features, fixed if ref is None else ref)
-
+    target_id = _target_id(target, target_shas)
+    cache_file = run.path / "cache" / "intervals" / f"{spec.name}-{_digest(spec.backbone + spec.features)}.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(units), size=(SET_BOOTSTRAP, len(units)))  # shared by every column: paired
     rows = []
     for (scheduler, steps), column in sweep.groupby(["scheduler", "steps"], sort=True):
         column = column.set_index(["prompt_id", "seed"]).reindex(units).dropna(subset=["sha256"])
-        features = store.load(column.sha256)
-        ref = store.load(reference.loc[column.index]) if target == "references" else None
+        ref_shas = list(reference.loc[column.index]) if target == "references" else []
         complete = len(column) == len(units)
         picks = draws if complete else rng.integers(0, len(column), size=(SET_BOOTSTRAP, len(column)))
-        replicates = [distance(features[p], None if ref is None else ref[p]) for p in picks]
-        low, high = np.nanquantile(replicates, [0.025, 0.975])
-        rows.append((scheduler, steps, distance(features, ref), low, high, len(column)))
+        # an interval is a function of these alone: a warm rerun recomputes none
+        key = _digest(json.dumps([list(column.sha256), ref_shas, target_id, hashlib.sha256(picks.tobytes()).hexdigest()]))
+        if key not in cache:
+            features = store.load(column.sha256)
+            goal = SetTarget(paired=store.load(ref_shas)) if target == "references" else fixed_target()
+            value, replicates = spec.replicates(features, goal, counts_of(picks, len(column)))
+            cache[key] = [value, *np.nanquantile(replicates, [0.025, 0.975]).tolist()]
+        rows.append((scheduler, steps, *cache[key], len(column)))
+    _write_json(cache_file, cache)
     return pd.DataFrame(rows, columns=["scheduler", "steps", "value", "ci_low", "ci_high", "n"]), computed
+
+
+def _target_id(target: str, target_shas: list[str]) -> str:
+    """What a set metric's target is, by content: the references (their hashes go in each column's key),
+    an .npz's bytes, or a folder's image hashes."""
+    if target == "references":
+        return target
+    if Path(target).suffix == ".npz":
+        return hashlib.sha256(Path(target).read_bytes()).hexdigest()
+    return _digest(json.dumps(sorted(target_shas)))
 
 
 class FeatureStore:
