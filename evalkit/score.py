@@ -135,7 +135,8 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
                 options: MetricOptions, executor: Any) -> tuple[pd.DataFrame, int] | str:
     """Each (scheduler, steps) image set vs the target set, with a paired bootstrap over (prompt, seed) units."""
     target = config.fid_reference
-    store = FeatureStore(run.path / "cache" / "features" / _digest(spec.features or spec.backbone + spec.preprocessing))
+    extractor = (spec.features or spec.backbone + spec.preprocessing) + (f"\n{options.backbone}" if options.backbone else "")
+    store = FeatureStore(run.path / "cache" / "features" / _digest(extractor))
     sweep = images[images.role == SWEEP].sort_values(["prompt_id", "seed"])
     references = images[images.role == REFERENCE].sort_values(["prompt_id", "seed"])
     units = sweep[["prompt_id", "seed"]].drop_duplicates().apply(tuple, axis=1).tolist()
@@ -175,7 +176,7 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
 
     reference = references.groupby(["prompt_id", "seed"]).sha256.first()
     target_id = _target_id(target, target_shas)
-    cache_file = run.path / "cache" / "intervals" / f"{spec.name}-{_digest(spec.backbone + spec.features)}.json"
+    cache_file = run.path / "cache" / "intervals" / f"{spec.name}-{_digest(spec.backbone + extractor)}.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(units), size=(SET_BOOTSTRAP, len(units)))  # shared by every column: paired

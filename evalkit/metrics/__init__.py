@@ -12,7 +12,7 @@ def register(spec: MetricSpec) -> MetricSpec:
 
 
 def _register_all() -> None:
-    from . import clip, fid, lpips, reference  # noqa: F401  (each module registers its specs)
+    from . import clip, cmmd, fid, lpips, reference  # noqa: F401  (each module registers its specs)
 
 
 _register_all()
