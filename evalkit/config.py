@@ -118,6 +118,9 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
         if v.get(name) is not None and not isinstance(v[name], str):
             raise EvalkitError(f"{name} must be a string, got {v[name]!r}: quote it in the TOML file")
     config = SweepConfig(**v)
+    from .metrics.plugins import register_plugins
+
+    register_plugins(config.metrics)  # python:... metrics get their declared names in every stage and the gate
     if not config.schedulers:
         raise EvalkitError("schedulers is empty: name at least one (see `evalkit schedulers`)")
     if config.reference_steps <= max(config.steps):

@@ -75,7 +75,8 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
     """Stage 1 for a config: plan, then render what is missing. Safe to rerun; resumes a killed run."""
     config = resolve_config(config, **overrides)
     for name in [*config.metrics, *config.backbones]:
-        METRICS.get(name)  # an unknown metric fails before anything renders
+        if not name.startswith("python:"):  # plugins were loaded with the config
+            METRICS.get(name)  # an unknown metric fails before anything renders
     prompts = load_prompts(config.prompts_path())
     model = load_sweep_model(config)
     run_dir = RunDir(config.run_dir())

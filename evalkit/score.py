@@ -26,8 +26,9 @@ from PIL import Image
 from .config import SweepConfig
 from .errors import EvalkitError
 from .executors import LocalExecutor
-from .metrics import METRICS
+from .metrics import metric_spec
 from .metrics.base import IMAGE_PROMPT, IMAGE_REFERENCE, SET, MetricOptions, MetricSpec
+from .metrics.plugins import PluginWeightsMissing
 from .metrics.resample import SetTarget, counts_of
 from .models import resolve_device
 from .plan import REFERENCE, SWEEP, reference_scheduler
@@ -58,11 +59,16 @@ def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: 
     pairs = with_references(images, config)
     frames = []
     for name in names:
-        spec = METRICS.get(name)
+        try:
+            spec = metric_spec(name)
+        except PluginWeightsMissing as exc:
+            result.skipped[name] = f"missing weights: {exc}"
+            continue
+        name = spec.name  # a plugin's declared name
         options = MetricOptions(device=config.device, batch_size=config.batch_size, backbone=config.backbones.get(name))
         result.metrics[name] = {"inputs": spec.inputs, "kind": spec.kind, "higher_is_better": spec.higher_is_better,
                                 "backbone": options.backbone or spec.backbone, "preprocessing": spec.preprocessing,
-                                "perfect": spec.perfect}
+                                "perfect": spec.perfect, **({"plugin": spec.plugin} if spec.plugin else {})}
         missing = spec.missing_weights(options)
         if missing:
             result.skipped[name] = "missing weights: " + "; ".join(
@@ -115,7 +121,7 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
               for chunk in _chunks(todo, options.batch_size))
     truncated_now: set[str] = set()
     for i, (contents, (values, truncated_prompts)) in enumerate(
-            executor.map(functools.partial(MetricWorker, spec.name, options), "score", chunks), start=1):
+            executor.map(functools.partial(MetricWorker, spec.plugin or spec.name, options), "score", chunks), start=1):
         cache.update(zip(contents, values))
         truncated_now.update(truncated_prompts)
         if i % CHECKPOINT_EVERY == 0:
@@ -233,7 +239,7 @@ class FeatureStore:
         chunks = (([sha for sha, _ in group[start:start + options.batch_size]],
                    ([p.read_bytes() for _, p in group[start:start + options.batch_size]],))
                   for group in by_size.values() for start in range(0, len(group), options.batch_size))
-        for shas, features in executor.map(functools.partial(MetricWorker, spec.name, options), "features", chunks):
+        for shas, features in executor.map(functools.partial(MetricWorker, spec.plugin or spec.name, options), "features", chunks):
             for sha, row in zip(shas, features):
                 buffer = io.BytesIO()
                 np.save(buffer, row)
@@ -250,8 +256,9 @@ class MetricWorker:
     Images travel as PNG bytes, so workers need no access to the run folder."""
 
     def __init__(self, name: str, options: MetricOptions):
+        """`name`: a registered metric or a python:MODULE:FACTORY plugin (rebuilt here from its source)."""
         # device "auto" is resolved where the backbone runs: each Ray worker's own GPU
-        self.scorer = METRICS.get(name).build(dataclasses.replace(options, device=resolve_device(options.device)))
+        self.scorer = metric_spec(name).build(dataclasses.replace(options, device=resolve_device(options.device)))
 
     def score(self, images: list[bytes], others: list[bytes] | list[str]) -> tuple[list[float], list[str]]:
         """Per-image values against references (bytes) or prompts (str), and the prompts truncated so far."""
