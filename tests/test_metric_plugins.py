@@ -68,7 +68,12 @@ def test_a_plugin_metric_is_scored_cached_judged_reported_and_gated(tmp_path, we
     assert set(min_steps["schedulers"]["euler_a"]["evidence"]) == {"tiny_aesthetic"}
     assert set(min_steps["schedulers"]["euler"]["evidence"]) == {"ssim", "tiny_aesthetic"}
     html = (run.dir / "report.html").read_text()
-    assert "tiny_aesthetic" in html and "aesthetic" in html
+    assert f"absolute quality: aesthetic; plugin {SOURCE}" in html  # its curve, labelled with its kind
+    from evalkit.report.charts import plateau_figure
+    from evalkit.report.data import load_run
+
+    figure = plateau_figure(load_run(run.dir), "tiny_aesthetic")
+    assert {"euler 95% CI", "euler_a 95% CI"} <= {t["name"] for t in figure["data"]}  # CI bands
     # a rerun computes nothing: the per-image cache is keyed by the plugin's identity
     assert evalkit.run(config).score.computed["tiny_aesthetic"] == 0
     rules = tmp_path / "rules.toml"

@@ -83,7 +83,12 @@ def test_cmmd_through_the_stage_with_a_local_open_clip_backbone(tmp_path):
     assert summary["metrics"]["cmmd"]["backbone"] == backbone and summary["metrics"]["cmmd"]["kind"] == "realism"
     store = FeatureStore(next((run.dir / "cache" / "features").iterdir()))
     assert store.load(column.sha256).shape == (6, 32)
-    assert "cmmd" in (run.dir / "report.html").read_text()
+    from evalkit.report.charts import plateau_figure
+    from evalkit.report.data import load_run
+
+    figure = plateau_figure(load_run(run.dir), "cmmd")
+    assert {"euler 95% CI", "euler_a 95% CI"} <= {t["name"] for t in figure["data"]}
+    assert "absolute quality: realism" in (run.dir / "report.html").read_text()
 
 
 def test_cmmd_without_weights_is_skipped_with_the_fetch_command(tmp_path, monkeypatch):
