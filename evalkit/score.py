@@ -2,7 +2,8 @@
 
 Everything computed is cached by content: per-image values by (image sha256, reference sha256 or
 prompt) under a file named for the metric's backbone + preprocessing, set-metric features by image
-sha256 under a folder named for the feature extractor. A rerun computes nothing; new step counts
+sha256 under a folder named for the feature extractor, set-metric intervals by their inputs (feature
+hashes, target, resampled units; metrics/resample.py computes them). A rerun computes nothing; new step counts
 or seeds compute only their new images; a change of backbone starts a new cache.
 """
 from __future__ import annotations
