@@ -75,7 +75,7 @@ CMMD_SPEC = register(MetricSpec(
     higher_is_better=False,
     backbone=DEFAULT_BACKBONE,
     preprocessing=clip.PREPROCESSING.split(" Text:")[0].replace("ViT-B-32: image_size 224",
-                                                                  "ViT-L-14-336: image_size 336")
+                                                                  "ViT-L-14-336: image_size 336").rstrip(". ")
     + f"; L2-normalised embeddings, Gaussian RBF sigma {SIGMA:g}, x{SCALE:g}, unbiased MMD^2",
     features=f"open_clip image embeddings, L2-normalised (clip.ClipScorer.image_features); {DEFAULT_BACKBONE} unless set",
     compare=cmmd,

@@ -57,7 +57,7 @@ class ClipHeadScorer:
         self.head = linear_stack(torch.load(head, map_location="cpu", weights_only=True)).to(device)
         digest = hashlib.sha256(head.read_bytes()).hexdigest()[:16]
         self.identity = f"{self.clip.backbone} + head sha256 {digest}"
-        self.preprocessing = clip.PREPROCESSING.split(" Text:")[0] + "; L2-normalised image embedding -> Linear stack"
+        self.preprocessing = clip.PREPROCESSING.split(" Text:")[0].rstrip(". ") + "; L2-normalised image embedding -> Linear stack"
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
