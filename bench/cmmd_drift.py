@@ -1,11 +1,12 @@
 """Small-sample behaviour on builtin:mixture (the exact model): does the mean of a set metric drift with n?
 
-Renders one column (Euler, 8 steps) of prompts x seeds images and their high-step references, embeds them
-through the score stage (CMMD on a tiny random-weight open_clip model, FID on random-weight Inception:
+Renders one column (Euler at 2 steps: off the reference distribution) of prompts x seeds images and their
+high-step references, embeds them through the score stage (CMMD on a tiny random-weight open_clip model, FID on random-weight Inception:
 random backbones change the numbers, not the estimators' behaviour), then for subset sizes n draws repeated
 random subsets of n column images (without replacement) and computes FID and CMMD of each subset against
 ALL the references. An unbiased estimator (CMMD's MMD^2) keeps its mean at every n; FID's mean falls as n
-grows (its bias ~ 1/n). Prints mean and std over the repeats, and each mean relative to the full column's value.
+grows (its bias ~ 1/n). Prints mean and sd over the repeats, the mean relative to the full column's value,
+and z = (mean - full value) / standard error of the mean: |z| of a few is noise, more is drift.
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def main() -> None:
     os.environ["TORCH_HOME"] = str(folder / "torch")
     write_inception_fid(folder / "torch")
     clip = backbone_string(save_tiny_clip(folder / "clip"))
-    run = evalkit.run(dict(schedulers=["euler"], steps=[8], seeds=args.seeds, reference_steps=60,
+    run = evalkit.run(dict(schedulers=["euler"], steps=[2], seeds=args.seeds, reference_steps=60,
                            prompts=prompt_file(folder, args.prompts), out=str(folder / "run"),
                            metrics=["fid", "cmmd"], backbones={"cmmd": clip}))
     images = run.images.sort_values(["prompt_id", "seed"])
@@ -56,7 +57,7 @@ def main() -> None:
              "cmmd": (clip_store.load(column.sha256), clip_store.load(refs.sha256), cmmd)}
     total = len(column)
     print(f"column of {total} images vs its {len(refs)} references; {args.repeats} random subsets per n")
-    print(f"{'n':>5} {'FID mean':>12} {'± sd':>10} {'/full':>7} {'CMMD mean':>12} {'± sd':>10} {'/full':>7}")
+    print(f"{'n':>5} {'FID mean':>10} {'sd':>8} {'/full':>6} {'z':>6} {'CMMD mean':>10} {'sd':>8} {'/full':>6} {'z':>6}")
     rng = np.random.default_rng(0)
     full = {m: fn(x, y) for m, (x, y, fn) in feats.items()}
     for n in [int(s) for s in args.sizes.split(",")] + [total]:
@@ -64,7 +65,8 @@ def main() -> None:
         cells = []
         for m, (x, y, fn) in feats.items():
             values = np.array([fn(x[s], y) for s in subsets])
-            cells.append(f"{values.mean():12.5g} {values.std():10.3g} {values.mean() / full[m]:7.3f}")
+            z = (values.mean() - full[m]) / (values.std() / np.sqrt(len(values))) if len(values) > 1 else 0.0
+            cells.append(f"{values.mean():10.5g} {values.std():8.3g} {values.mean() / full[m]:6.3f} {z:6.1f}")
         print(f"{n:>5} " + " ".join(cells), flush=True)
 
 
