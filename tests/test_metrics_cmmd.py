@@ -44,11 +44,16 @@ def test_cmmd_is_the_unbiased_mmd_with_the_reference_kernel_and_scale():
     assert cmmd(x, y) == pytest.approx(unbiased_by_loops(x, y), rel=1e-9)
     # the reference's biased estimator is ours plus the diagonal terms, exactly
     kxx, kyy = rbf_kernel(x, x), rbf_kernel(y, y)
-    m, n = len(x), len(y)
-    diagonal = SCALE * ((np.trace(kxx) - kxx.sum() / (m - 1) + kxx.sum() / m - np.trace(kxx) / m) / m
-                        + (np.trace(kyy) - kyy.sum() / (n - 1) + kyy.sum() / n - np.trace(kyy) / n) / n)
+
+    def v_minus_u(k):  # mean of the whole kernel matrix minus the mean of its off-diagonal entries
+        n = len(k)
+        return k.sum() / n ** 2 - (k.sum() - np.trace(k)) / (n * (n - 1))
+
+    diagonal = SCALE * (v_minus_u(kxx) + v_minus_u(kyy))
     assert reference_cmmd(x, y) == pytest.approx(cmmd(x, y) + diagonal, rel=1e-9)
-    assert abs(cmmd(x, x)) < 1e-6 < cmmd(x, y)
+    # a set against itself: the biased value is 0; the unbiased one is centred on 0 (here slightly below)
+    assert reference_cmmd(x, x) == pytest.approx(0.0, abs=1e-9)
+    assert cmmd(x, x) == pytest.approx(-2 * SCALE * v_minus_u(kxx), rel=1e-9) and cmmd(x, y) > 0
 
 
 def test_cmmd_through_the_stage_with_a_local_open_clip_backbone(tmp_path):
