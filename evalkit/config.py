@@ -136,6 +136,10 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
     if isinstance(v.get("dtype"), str) and v["dtype"] not in DTYPES:
         raise EvalkitError(f"unknown dtype {v['dtype']!r}: use {', '.join(DTYPES)}")
     config = SweepConfig(**v)
+    if any(name.startswith("python:") for name in config.metrics):
+        from .metrics.plugins import register_plugins  # imports the metrics registry: only when a plugin is named
+
+        register_plugins(config.metrics)  # python:... metrics get their declared names in every stage and the gate
     if config.schedulers is not None and not config.schedulers:
         raise EvalkitError("schedulers is empty: name at least one (see `evalkit schedulers`)")
     if config.reference_steps <= max(config.steps):

@@ -47,7 +47,8 @@ def summarize_plateau(set_scores: pd.DataFrame, values: pd.DataFrame, images: pd
     `values`: per-image rows (prompt_id, seed, scheduler, steps, metric, value) of the sweep.
     """
     scored = set(set_scores.metric)
-    gates = {m: t for m, t in (tolerances or DEFAULT_TOLERANCES).items()
+    declared = {spec.name: spec.tolerance for spec in METRICS if spec.tolerance is not None}  # plugins
+    gates = {m: t for m, t in (tolerances or {**DEFAULT_TOLERANCES, **declared}).items()
              if m in scored and METRICS.get(m).inputs != SET}
     sweep = images[images.role == SWEEP]
     out = {"rule": RULE, "tolerances": gates, "schedulers": {}}

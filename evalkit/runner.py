@@ -90,7 +90,8 @@ def check_metrics(config: SweepConfig) -> None:
     """Unknown metrics, bad backbones and unusable FID targets fail before anything renders (and before
     config.toml records them, where they would break every later `evalkit score DIR`)."""
     for name in [*config.metrics, *config.backbones, *config.tolerances]:
-        METRICS.get(name)
+        if not name.startswith("python:"):  # plugins were loaded (and named) with the config
+            METRICS.get(name)
     for name, backbone in config.backbones.items():
         METRICS.get(name).weights(MetricOptions(backbone=backbone))  # parses and resolves the backbone name
     if config.fid_reference != "references" and {"fid", "kid"} & set(config.metrics or METRICS.names()):

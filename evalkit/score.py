@@ -2,7 +2,8 @@
 
 Everything computed is cached by content: per-image values by (image sha256, reference sha256 or
 prompt) under a file named for the metric's backbone + preprocessing, set-metric features by image
-sha256 under a folder named for the feature extractor. A rerun computes nothing; new step counts
+sha256 under a folder named for the feature extractor, set-metric intervals by their inputs (feature
+hashes, target, resampled units; metrics/resample.py computes them). A rerun computes nothing; new step counts
 or seeds compute only their new images; a change of backbone starts a new cache.
 """
 from __future__ import annotations
@@ -26,14 +27,16 @@ from PIL import Image
 from .config import SweepConfig
 from .errors import EvalkitError
 from .executors import LocalExecutor
-from .metrics import METRICS
+from .metrics import metric_spec
 from .metrics.base import IMAGE_PROMPT, IMAGE_REFERENCE, SET, MetricOptions, MetricSpec
+from .metrics.plugins import PluginWeightsMissing
+from .metrics.resample import SetTarget, counts_of
 from .models import resolve_device
 from .plan import reference_scheduler
 from .store import REFERENCE, SCORE_COLUMNS, SWEEP, RunDir, atomic_write, atomic_write_table, is_broken, make_dirs
 
 CHECKPOINT_EVERY = 50  # batches between cache writes: an interrupted stage resumes from there
-SET_BOOTSTRAP = 200  # replicates for set-metric intervals (each replicate recomputes FID/KID)
+SET_BOOTSTRAP = 200  # replicates for set-metric intervals (quadratic forms of one Gram/kernel per column)
 TARGET_CHUNK = 1024  # target-folder features loaded at a time when summing FID moments
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -58,11 +61,16 @@ def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: 
     pairs = with_references(images, config)
     frames = []
     for name in names:
-        spec = METRICS.get(name)
+        try:
+            spec = metric_spec(name)
+        except PluginWeightsMissing as exc:
+            result.skipped[name] = f"missing weights: {exc}"
+            continue
+        name = spec.name  # a plugin's declared name
         options = MetricOptions(device=config.device, batch_size=config.batch_size, backbone=config.backbones.get(name))
         result.metrics[name] = {"inputs": spec.inputs, "kind": spec.kind, "higher_is_better": spec.higher_is_better,
                                 "backbone": options.backbone or spec.backbone, "preprocessing": spec.preprocessing,
-                                "perfect": spec.perfect}
+                                "perfect": spec.perfect, **({"plugin": spec.plugin} if spec.plugin else {})}
         missing = spec.missing_weights(options)
         if missing:
             result.skipped[name] = "missing weights: " + "; ".join(
@@ -139,7 +147,7 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
               for chunk in _chunks(todo, options.batch_size))
     truncated_now: set[str] = set()
     for i, (contents, (values, truncated_prompts)) in enumerate(
-            executor.map(functools.partial(MetricWorker, spec.name, options), "score", chunks), start=1):
+            executor.map(functools.partial(MetricWorker, spec.plugin or spec.name, options), "score", chunks), start=1):
         cache.update(zip(contents, values))
         truncated_now.update(truncated_prompts)
         if i % CHECKPOINT_EVERY == 0:
@@ -161,7 +169,8 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
                 options: MetricOptions, executor: Any) -> tuple[pd.DataFrame, int] | str:
     """Each (scheduler, steps) image set vs the target set, with a paired bootstrap over (prompt, seed) units."""
     target = config.fid_reference
-    store = FeatureStore(run.path / "cache" / "features" / _digest(spec.features or spec.backbone + spec.preprocessing))
+    extractor = (spec.features or spec.backbone + spec.preprocessing) + (f"\n{options.backbone}" if options.backbone else "")
+    store = FeatureStore(run.path / "cache" / "features" / _digest(extractor))
     intact = images[[not is_broken(f) for f in images["flags"]]]  # broken images join no set
     every = images[images.role == SWEEP]
     sweep = intact[intact.role == SWEEP].sort_values(["prompt_id", "seed"])
@@ -171,16 +180,11 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
         return (f"{spec.name} needs at least 2 images per (scheduler, steps) column, this sweep has {len(units)} "
                 "(prompts x seeds): add seeds or prompts")
     files = [(sha, run.path / p) for sha, p in zip(sweep.sha256, sweep.path)]
-    stats = fixed = None
     if target == "references":
         files += [(sha, run.path / p) for sha, p in zip(references.sha256, references.path)]
     elif Path(target).suffix == ".npz":
         if spec.compare_stats is None:
             return f"{spec.name} needs images, not statistics: fid_reference is {target}"
-        from .metrics.fid import load_npz_stats, stats_sqrt
-
-        mu, sigma = load_npz_stats(target)
-        stats = (mu, sigma, stats_sqrt(sigma))
     else:
         folder = [(p.read_bytes(), p) for p in sorted(Path(target).iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES] \
             if Path(target).is_dir() else []
@@ -189,24 +193,27 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
                                "with at least 2 images: point it at one of those")
         files += [(hashlib.sha256(data).hexdigest(), path) for data, path in folder]
     computed = store.compute(spec, options, files, executor)
-    if target != "references" and stats is None:
-        target_shas = [sha for sha, _ in files[len(sweep):]]
-        if spec.compare_stats is not None:  # FID: the target's sums, streamed; never all its features at once
-            from .metrics.fid import FeatureMoments, stats_sqrt
+    target_shas = [sha for sha, _ in files[len(sweep):]]
 
+    @functools.cache
+    def fixed_target() -> SetTarget:
+        """A folder's or an .npz's target, built only when some column's interval is not cached."""
+        from .metrics.fid import FeatureMoments, load_npz_stats, stats_sqrt
+
+        if Path(target).suffix == ".npz":
+            mu, sigma = load_npz_stats(target)
+        elif spec.compare_stats is not None:  # FID: the target's sums, streamed; never all its features at once
             moments = functools.reduce(operator.add, (FeatureMoments.of(store.load(target_shas[i:i + TARGET_CHUNK]))
                                                       for i in range(0, len(target_shas), TARGET_CHUNK)))
             mu, sigma = moments.mean_cov()
-            stats = (mu, sigma, stats_sqrt(sigma))
-        else:  # KID's unbiased estimator needs the target's features themselves
-            fixed = store.load(target_shas)
+        else:  # an unbiased MMD needs the target's features themselves
+            return SetTarget(fixed=store.load(target_shas))
+        return SetTarget(stats=(mu, sigma, stats_sqrt(sigma)))
+
     reference = references.groupby(["prompt_id", "seed"]).sha256.first()
-
-    def distance(features: np.ndarray, ref: np.ndarray | None) -> float:
-        if stats is not None:
-            return spec.compare_stats(features, stats[0], stats[1], stats[2])
-        return spec.compare(features, fixed if ref is None else ref)
-
+    target_id = _target_id(target, target_shas)
+    cache_file = run.path / "cache" / "intervals" / f"{spec.name}-{_digest(spec.backbone + extractor)}.json"
+    cache = _read_cache(cache_file, valid=_is_interval)
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(units), size=(SET_BOOTSTRAP, len(units)))  # shared by every column: paired
     rows = []
@@ -219,14 +226,29 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
         if len(column) < 2:  # nothing left to compare (every image or its reference broken)
             rows.append((scheduler, steps, np.nan, np.nan, np.nan, len(column), broken))
             continue
-        features = store.load(column.sha256)
-        ref = store.load(reference.loc[column.index]) if target == "references" else None
+        ref_shas = list(reference.loc[column.index]) if target == "references" else []
         complete = len(column) == len(units)
         picks = draws if complete else rng.integers(0, len(column), size=(SET_BOOTSTRAP, len(column)))
-        replicates = [distance(features[p], None if ref is None else ref[p]) for p in picks]
-        low, high = np.nanquantile(replicates, [0.025, 0.975])
-        rows.append((scheduler, steps, distance(features, ref), low, high, len(column), broken))
+        # an interval is a function of these alone: a warm rerun recomputes none
+        key = _digest(json.dumps([list(column.sha256), ref_shas, target_id, hashlib.sha256(picks.tobytes()).hexdigest()]))
+        if key not in cache:
+            features = store.load(column.sha256)
+            goal = SetTarget(paired=store.load(ref_shas)) if target == "references" else fixed_target()
+            value, replicates = spec.replicates(features, goal, counts_of(picks, len(column)))
+            cache[key] = [value, *np.nanquantile(replicates, [0.025, 0.975]).tolist()]
+        rows.append((scheduler, steps, *cache[key], len(column), broken))
+    _write_json(cache_file, cache)
     return pd.DataFrame(rows, columns=["scheduler", "steps", "value", "ci_low", "ci_high", "n", "broken"]), computed
+
+
+def _target_id(target: str, target_shas: list[str]) -> str:
+    """What a set metric's target is, by content: the references (their hashes go in each column's key),
+    an .npz's bytes, or a folder's image hashes."""
+    if target == "references":
+        return target
+    if Path(target).suffix == ".npz":
+        return hashlib.sha256(Path(target).read_bytes()).hexdigest()
+    return _digest(json.dumps(sorted(target_shas)))
 
 
 class FeatureStore:
@@ -254,7 +276,7 @@ class FeatureStore:
         chunks = (([sha for sha, _ in group[start:start + options.batch_size]],
                    ([p.read_bytes() for _, p in group[start:start + options.batch_size]],))
                   for group in by_size.values() for start in range(0, len(group), options.batch_size))
-        for shas, features in executor.map(functools.partial(MetricWorker, spec.name, options), "features", chunks):
+        for shas, features in executor.map(functools.partial(MetricWorker, spec.plugin or spec.name, options), "features", chunks):
             for sha, row in zip(shas, features):
                 buffer = io.BytesIO()
                 np.save(buffer, row)
@@ -279,8 +301,9 @@ class MetricWorker:
     Images travel as PNG bytes, so workers need no access to the run folder."""
 
     def __init__(self, name: str, options: MetricOptions):
+        """`name`: a registered metric or a python:MODULE:FACTORY plugin (rebuilt here from its source)."""
         # device "auto" is resolved where the backbone runs: each Ray worker's own GPU
-        self.scorer = METRICS.get(name).build(dataclasses.replace(options, device=resolve_device(options.device)))
+        self.scorer = metric_spec(name).build(dataclasses.replace(options, device=resolve_device(options.device)))
 
     def score(self, images: list[bytes], others: list[bytes] | list[str]) -> tuple[list[float], list[str]]:
         """Per-image values against references (bytes) or prompts (str), and the prompts truncated so far."""
@@ -323,9 +346,18 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     atomic_write(path, json.dumps(data).encode())
 
 
-def _read_cache(path: Path, kind: type = dict) -> Any:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_interval(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 3 and all(_is_number(v) for v in value)
+
+
+def _read_cache(path: Path, kind: type = dict, valid: Any = _is_number) -> Any:
     """A cache file, or an empty one when missing or corrupt (caches are rebuildable: entries are recomputed);
-    in a score cache, only entries holding a number are kept."""
+    in a dict cache, only entries that `valid` accepts are kept (a number per image; [value, low, high] per
+    interval)."""
     try:
         data = json.loads(path.read_bytes())
     except (OSError, ValueError):
@@ -333,5 +365,5 @@ def _read_cache(path: Path, kind: type = dict) -> Any:
     if not isinstance(data, kind):
         return kind()
     if kind is dict:
-        return {k: v for k, v in data.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return {k: v for k, v in data.items() if valid(v)}
     return data

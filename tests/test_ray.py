@@ -180,3 +180,24 @@ def test_ray_renders_a_flow_model_like_local(cluster, tmp_path, prompts):
         ours = np.asarray(Image.open(ray_run.dir / path), dtype=np.int16)
         theirs = np.asarray(Image.open(local.dir / f"images/{key}.png"), dtype=np.int16)
         assert np.abs(ours - theirs).max() <= 1
+
+
+def test_a_metric_plugin_scores_on_ray_workers_like_locally(cluster, tmp_path, prompts):
+    """Workers rebuild the plugin from its python:... string (weights under the shared TORCH_HOME)."""
+    from plugins.aesthetic import SOURCE, write_tiny_aesthetic
+
+    from evalkit.metrics import METRICS
+    from evalkit.metrics.plugins import plugin_scorer
+
+    write_tiny_aesthetic()
+    try:
+        base = {**SWEEP, "schedulers": ["euler"], "steps": [2], "prompts": prompts, "metrics": [SOURCE]}
+        local = evalkit.run({**base, "out": str(tmp_path / "local")})
+        remote = evalkit.run({**base, "out": str(tmp_path / "ray"), "backend": "ray", "workers": 2})
+        assert remote.score.computed["tiny_aesthetic"] == len(remote.images)
+        a, b = (r.scores.sort_values("key").reset_index(drop=True) for r in (local, remote))
+        assert list(a.key) == list(b.key) and set(a.metric) == {"tiny_aesthetic"}
+        np.testing.assert_allclose(a.value, b.value, rtol=1e-5, atol=1e-6)
+    finally:
+        plugin_scorer.cache_clear()
+        METRICS.remove("tiny_aesthetic")

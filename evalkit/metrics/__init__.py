@@ -11,8 +11,17 @@ def register(spec: MetricSpec) -> MetricSpec:
     return METRICS.add(spec.name, spec)
 
 
+def metric_spec(name: str) -> MetricSpec:
+    """A registered metric, or a python:MODULE:FACTORY plugin (loaded and registered on first use)."""
+    if name.startswith("python:"):
+        from .plugins import load_plugin
+
+        return load_plugin(name)
+    return METRICS.get(name)
+
+
 def _register_all() -> None:
-    from . import clip, fid, lpips, reference  # noqa: F401  (each module registers its specs)
+    from . import clip, cmmd, fid, lpips, reference  # noqa: F401  (each module registers its specs)
 
 
 _register_all()

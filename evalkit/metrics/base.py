@@ -54,8 +54,12 @@ class MetricSpec:
     features: str = ""
     compare: Callable[..., float] | None = field(default=None, repr=False)
     compare_stats: Callable[..., float] | None = field(default=None, repr=False)
+    # set metrics: (features, resample.SetTarget, (B, n) counts) -> (value, B bootstrap replicates)
+    replicates: Callable[..., tuple[float, Any]] | None = field(default=None, repr=False)
     min_n: int = 0  # below this many images a set value is biased: flagged "small-n" with a warning
     perfect: float | None = None  # convergence metrics: the value of an image against itself (the plateau)
+    tolerance: float | None = None  # a default min-steps tolerance the metric declares (plugins)
+    plugin: str = ""  # python:MODULE:FACTORY the spec was loaded from: how a worker process rebuilds it
 
     def missing_weights(self, options: MetricOptions) -> list[WeightFile]:
         return [w for w in self.weights(options) if not w.found()]

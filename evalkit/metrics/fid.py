@@ -24,6 +24,8 @@ against precomputed mu/sigma) and KID as torchmetrics' unbiased polynomial-kerne
 """
 from __future__ import annotations
 
+import functools
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -32,6 +34,7 @@ import torch
 
 from ..errors import EvalkitError
 from . import register
+from .resample import fid_replicates, mmd_replicates
 from .base import REALISM, SET, MetricOptions, MetricSpec, WeightFile, hub_checkpoint, require_weights
 
 FEATURE_DIM = 2048
@@ -237,17 +240,17 @@ def mmd2_unbiased(features: np.ndarray, reference_features: np.ndarray) -> float
     torchmetrics draws random subsets (size capped at the smaller set); on whole sets the estimator
     is the same with no subset randomness, so intervals can resample it directly.
     """
-    gamma = 1.0 / features.shape[1]
-
-    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return (gamma * (x @ y.T) + KID_COEF) ** KID_DEGREE
-
-    kxx, kyy, kxy = kernel(features, features), kernel(reference_features, reference_features), \
-        kernel(features, reference_features)
+    kxx, kyy, kxy = kid_kernel(features, features), kid_kernel(reference_features, reference_features), \
+        kid_kernel(features, reference_features)
     m, n = len(features), len(reference_features)
     xx = (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
     yy = (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
     return float(xx + yy - 2.0 * kxy.mean())
+
+
+def kid_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """KID's polynomial kernel (gamma <x, y> + coef) ** degree, gamma = 1 / d."""
+    return ((1.0 / x.shape[1]) * (x @ y.T) + KID_COEF) ** KID_DEGREE
 
 
 def _centred(features: np.ndarray) -> np.ndarray:
@@ -266,6 +269,7 @@ FID_SPEC = register(
         features=BACKBONE + "\n" + PREPROCESSING,
         compare=frechet_distance_fast,
         compare_stats=frechet_distance_to_stats,
+        replicates=fid_replicates,
         min_n=FID_MIN_N,
         build=FIDScorer,
         weights=inception_weights,
@@ -280,6 +284,7 @@ KID_SPEC = register(
         backbone=BACKBONE + f"; poly kernel degree {KID_DEGREE}, gamma 1/d, coef {KID_COEF:g}",
         features=BACKBONE + "\n" + PREPROCESSING,
         compare=mmd2_unbiased,
+        replicates=functools.partial(mmd_replicates, kid_kernel),
         preprocessing=PREPROCESSING + "; unbiased MMD^2 on whole sets (torchmetrics' estimator without subsets)",
         build=KIDScorer,
         weights=inception_weights,

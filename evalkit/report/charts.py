@@ -51,8 +51,10 @@ def rgba(hex_: str, alpha: float) -> str:
 
 
 def kind_label(data: RunData, metric: str) -> str:
-    kind = data.metric_info(metric).get("kind", "unknown")
-    return KIND_LABELS.get(kind, f"kind: {kind}")
+    info = data.metric_info(metric)
+    kind = info.get("kind", "unknown")
+    label = KIND_LABELS.get(kind, f"absolute quality: {kind}" if kind != "unknown" else "kind: unknown")
+    return f"{label}; plugin {info['plugin']}" if info.get("plugin") else label
 
 
 def direction(data: RunData, metric: str) -> str:

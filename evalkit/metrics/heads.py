@@ -1,0 +1,72 @@
+"""A worked metric plugin: an MLP head on open_clip image embeddings (the LAION aesthetic predictor layout).
+
+The LAION "improved aesthetic predictor" (christophschuhmann/improved-aesthetic-predictor) is a stack of
+Linear layers (768 -> 1024 -> 128 -> 64 -> 16 -> 1, dropout between, no activations) saved as a state dict
+with keys ``layers.{0,2,4,6,7}.{weight,bias}``, applied to L2-normalised CLIP ViT-L/14 image embeddings;
+it predicts a 1-10 rating. `ClipHeadScorer` rebuilds any such Linear stack from the checkpoint's own
+shapes, so PickScore-style or in-house reward heads on an open_clip backbone plug in the same way.
+
+Use it as a plugin (see README "Metric plugins"): ``metrics = ["python:evalkit.metrics.heads:laion_aesthetic"]``,
+or write a three-line factory of your own that returns ``ClipHeadScorer(head=..., clip=...)``.
+"""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from . import clip
+from .base import MetricOptions, hub_checkpoint
+
+AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
+AESTHETIC_URL = f"https://github.com/christophschuhmann/improved-aesthetic-predictor/raw/main/{AESTHETIC_FILE}"
+
+
+def linear_stack(state: dict[str, torch.Tensor]) -> torch.nn.Sequential:
+    """The Linear layers of a `layers.N.weight/bias` state dict, in index order (dropout is a no-op at eval)."""
+    indices = sorted({int(key.split(".")[1]) for key in state if key.startswith("layers.") and key.endswith(".weight")})
+    if not indices:
+        raise ValueError("head checkpoint has no layers.N.weight tensors (expected a Linear stack)")
+    layers = []
+    for i in indices:
+        weight = state[f"layers.{i}.weight"]
+        layer = torch.nn.Linear(weight.shape[1], weight.shape[0])
+        layer.load_state_dict({"weight": weight, "bias": state[f"layers.{i}.bias"]})
+        layers.append(layer)
+    return torch.nn.Sequential(*layers).eval()
+
+
+class ClipHeadScorer:
+    """image+prompt plugin: head(normalised CLIP image embedding), one value per image (prompts unused)."""
+
+    higher_is_better = True
+    kind = "aesthetic"
+
+    def __init__(self, head: str | Path, clip_backbone: str, name: str = "aesthetic", tolerance: float | None = None,
+                 device: str = "cpu", fetch: str = ""):
+        head = Path(head).expanduser()
+        if not head.is_file():
+            raise FileNotFoundError(f"head checkpoint {head} not found (fetch: {fetch or 'put the state dict there'})")
+        options = MetricOptions(device=device, backbone=clip_backbone)
+        missing = [w for w in clip.weights(options) if not w.found()]
+        if missing:
+            raise FileNotFoundError("; ".join(f"{w.description} at {w.path()} (fetch: {w.fetch})" for w in missing))
+        self.name, self.tolerance = name, tolerance
+        self.clip = clip.build(options)
+        self.head = linear_stack(torch.load(head, map_location="cpu", weights_only=True)).to(device)
+        digest = hashlib.sha256(head.read_bytes()).hexdigest()[:16]
+        self.identity = f"{self.clip.backbone} + head sha256 {digest}"
+        self.preprocessing = clip.PREPROCESSING.split(" Text:")[0].rstrip(". ") + "; L2-normalised image embedding -> Linear stack"
+
+    @torch.no_grad()
+    def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        embeddings = self.clip.image_features(images).to(next(self.head.parameters()).device)
+        return self.head(embeddings).squeeze(-1).float().cpu()
+
+
+def laion_aesthetic() -> ClipHeadScorer:
+    """LAION aesthetic v2 (linear MSE head on ViT-L/14 OpenAI CLIP), head at $TORCH_HOME/hub/checkpoints/."""
+    return ClipHeadScorer(head=hub_checkpoint(AESTHETIC_FILE), clip_backbone="ViT-L-14/openai", tolerance=0.1,
+                          fetch=f"curl -L --create-dirs -o \"${{TORCH_HOME:-$HOME/.cache/torch}}/hub/checkpoints/"
+                                f"{AESTHETIC_FILE}\" '{AESTHETIC_URL}'")
