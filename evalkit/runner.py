@@ -14,6 +14,7 @@ from .errors import EvalkitError
 from .metrics import METRICS
 from .models import LoadOptions, Model, load_model, resolve_device
 from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs
+from .distribution import judge_run
 from .plateau import summarize_plateau
 from .prompts import load_prompts
 from .executors import make_executor
@@ -105,7 +106,8 @@ def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None
         outcome = score_images(run_dir, images, config, names, executor)
         table = summarize_scores(run_dir, images, config, outcome)
         values = outcome.scores.merge(images[["key", "prompt_id", "seed", "scheduler", "steps"]], on="key")
-        plateau = summarize_plateau(table, values, images, config.tolerances or None)
+        distribution = judge_run(run_dir, images, config, outcome, executor)  # issue 12: the distribution rule
+        plateau = summarize_plateau(table, values, images, config.tolerances or None, distribution)
         summary = write_summary(run_dir, config, device, outcome, table,
                                 extra={"render": dataclasses.asdict(result.stats), "min_steps": plateau,
                                        "execution": {"backend": executor.name, "workers": executor.workers}})
