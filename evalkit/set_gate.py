@@ -54,8 +54,8 @@ def judge_set_regression(rule: Rule, base: RunData, cand: RunData, columns: list
                                f"{column[0]}@{column[1]}: {rule.metric} needs 2; rescore both runs")
         draws = np.random.default_rng(SEED).integers(0, len(units), size=(SET_BOOTSTRAP, len(units)))
         values = [side.distances(column, units, draws) for side in sides]  # (point, replicates) per run
-        delta = sign * (values[1][0] - values[0][0])
-        lo, hi = np.nanquantile(sign * (values[1][1] - values[0][1]), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        delta = sign * (values[1][0] - values[0][0]) + 0.0  # + 0.0: no "-0" for identical runs
+        lo, hi = np.nanquantile(sign * (values[1][1] - values[0][1]), [(1 - LEVEL) / 2, (1 + LEVEL) / 2]) + 0.0
         ok = -lo <= rule.limit
         out.append(Outcome(name, bool(ok), values[0][0], values[1][0], float(delta), (float(lo), float(hi)),
                            f"set metric, {len(units)} units resampled jointly in both runs ({SET_BOOTSTRAP} "
