@@ -141,7 +141,7 @@ def judge_schedulers(features: Callable[[list[str]], np.ndarray], sweep: pd.Data
         target = features(list(units[target_column]))
         tolerance = noise_floor(target, list(units.prompt_id), kernel)
         if tolerance is None or len(complete) < len(steps):
-            why = ("fewer than 2 units per half to measure the target's noise floor: add seeds"
+            why = ("fewer than 3 prompt+seed units per half to measure the target's noise floor: add seeds"
                    if tolerance is None else "some step counts lack images for some prompt+seed units: rerender")
             out[scheduler] = {"min_steps": None, "reached": False, "why": why, "metric": metric}
             continue

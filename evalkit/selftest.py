@@ -23,7 +23,7 @@ from .metrics import METRICS
 from .metrics.base import MetricOptions
 from .models import mixture
 from .plateau import DEFAULT_TOLERANCES, summarize_plateau
-from .runner import run
+from .runner import run, score
 from .schedulers import SCHEDULERS
 from .score import load_images
 from .stats import bootstrap_means
@@ -110,7 +110,7 @@ def stochastic_selftest(config: SweepConfig, truth_cache: RunDir) -> list[dict[s
                                  metrics=("kid",) if learned else (METRIC,), out=str(config.run_dir() / "stochastic"))
     if not stochastic:
         return []
-    result = run(config)
+    result = score(config)  # no report for this sub-run: the rows are the output
     images = result.images
     pairs = with_references(images, config)
     truth = ground_truth_images(truth_cache, pairs, config)
@@ -129,8 +129,12 @@ def stochastic_selftest(config: SweepConfig, truth_cache: RunDir) -> list[dict[s
             "pixel-mmd"
         harness = judge_schedulers(features, pairs, metric)
     exact = judge_schedulers(features, pairs, metric, target_column="truth_sha256")
-    return [_row(s, harness[s]["min_steps"], exact[s]["min_steps"], sorted(config.steps), f"distribution ({metric})")
+    rows = [_row(s, harness[s]["min_steps"], exact[s]["min_steps"], sorted(config.steps), f"distribution ({metric})")
             for s in sorted(exact)]
+    for row in rows:  # a rule that could not judge checks nothing: say so instead of a vacuous match
+        if "evidence" not in harness[row["scheduler"]]:
+            row.update(match=None, why=f"not checked: {harness[row['scheduler']].get('why')}")
+    return rows
 
 
 def _row(scheduler: str, ours: int | None, true: int | None, steps: list[int], rule: str) -> dict[str, Any]:

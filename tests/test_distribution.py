@@ -81,7 +81,7 @@ def test_every_scheduler_gets_an_answer_with_its_rule_named(kid_run):
 
 def test_without_a_distribution_metric_the_rule_says_so(tmp_path):
     (tmp_path / "prompts.txt").write_text(PROMPTS)
-    run = evalkit.run({"prompts": str(tmp_path / "prompts.txt"), "seeds": 2, "steps": [2, 4],
+    run = evalkit.score({"prompts": str(tmp_path / "prompts.txt"), "seeds": 2, "steps": [2, 4],
                        "schedulers": ["euler_a"], "metrics": ["ssim"], "reference_steps": 10,
                        "out": str(tmp_path / "run")})
     entry = json.loads((run.dir / "summary.json").read_text())["min_steps"]["schedulers"]["euler_a"]

@@ -34,14 +34,14 @@ def runs(tmp_path_factory) -> dict[str, Path]:
              "reference_steps": 30, "metrics": ["fid", "kid"], "device": "cpu"}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TORCH_HOME", str(home))
-        own = evalkit.run({**sweep, "out": str(root / "own")}).dir
+        own = evalkit.score({**sweep, "out": str(root / "own")}).dir
         real = root / "real"
         real.mkdir()
         images = pd.read_parquet(own / "images.parquet")
         for path in images[images.role == "reference"].path:
             shutil.copy(own / path, real / Path(path).name)
         target = {"fid_reference": str(real)}
-        out = {name: evalkit.run({**sweep, **extra, **target, "out": str(root / name)}).dir
+        out = {name: evalkit.score({**sweep, **extra, **target, "out": str(root / name)}).dir
                for name, extra in {"base": {}, "same": {}, "worse": {"model": WORSE}}.items()}
     return {**out, "own": own, "root": root}
 
