@@ -14,11 +14,14 @@ converges is the distribution of their images. The rule, as stated in summary.js
   replicate the same U-statistic over distinct resampled indices (no unit is compared with its own copy).
 - tolerance = the noise floor of the target itself: split the target's units into two halves with the same
   prompts (seeds split within each prompt), and take the upper 95% bound the rule's own bootstrap gives D
-  between the halves; the floor is its 95th percentile over FLOOR_SPLITS random splits. So a column passes
-  when even the worse end of its interval is no farther from the target than two samples of the target's own
-  distribution get in 95% of splits, as measured by the same procedure. Measured at half the column's size,
-  where MMD^2 is noisier, the floor errs on the lenient side (stated, not rescaled by an asymptotic factor):
-  on synthetic features, columns drawn from the target's own law passed 120 times out of 120.
+  between the halves; the floor is its median over FLOOR_SPLITS random splits. So a column passes when even
+  the worse end of its interval is no farther from the target than two samples of the target's own
+  distribution typically are, as measured by the same procedure. Measured at half the column's size, where
+  MMD^2 is noisier, the floor errs on the lenient side (stated, not rescaled by an asymptotic factor). The
+  median, not a high percentile: with few seeds per prompt the split-halves' spread is dominated by which
+  mixture components each half happens to draw, which a column coupled to its references by the starting
+  noise mostly shares; a 95th percentile let every sampler pass at 2 steps on builtin:mixture. Checked on
+  synthetic coupled features: columns from the target's own law passed 120/120, a shift failed 40/40.
 - answer: the smallest swept s from which the CI's upper bound of D stays <= the tolerance at s and every
   larger swept count (the per-seed rule's shape, plateau._decide).
 With no distribution metric scored (KID needs the Inception weights) the rule does not judge: it says so.
@@ -45,7 +48,7 @@ Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 RULE = ("Distribution rule: D = unbiased paired MMD^2 of the scheduler's images at a step count to the same prompts' "
         "and seeds' high-step references ({kernel}); the upper bound of its 95% bootstrap interval over prompt+seed units "
         "must stay at or below the target's noise floor (the upper bound the same procedure gives D between two "
-        "seed-halves of the references themselves, same prompts, 95th percentile over random splits) at that count and every larger swept count. Stochastic samplers are always "
+        "seed-halves of the references themselves, same prompts, median over random splits) at that count and every larger swept count. Stochastic samplers are always "
         "judged by it; deterministic ones by it alongside the per-seed rule (both must pass).")
 
 
@@ -88,7 +91,7 @@ def paired_mmd2(h: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray |
 
 def noise_floor(target: np.ndarray, prompts: list, kernel: Kernel, splits: int = FLOOR_SPLITS,
                 seed: int = SEED) -> float | None:
-    """95th percentile over random seed-halves of the target (same prompts in both) of the upper 95% bound that D
+    """Median over random seed-halves of the target (same prompts in both) of the upper 95% bound that D
     between the two halves gets from this module's bootstrap: what the rule itself reports for two samples of
     one distribution. None when there are too few units to halve."""
     rng = np.random.default_rng(seed)
@@ -110,7 +113,7 @@ def noise_floor(target: np.ndarray, prompts: list, kernel: Kernel, splits: int =
         h = k[np.ix_(a, a)] + k[np.ix_(b, b)] - k[np.ix_(a, b)] - k[np.ix_(a, b)].T
         np.fill_diagonal(h, 0.0)
         bounds.append(np.nanquantile(paired_mmd2(h, counts), (1 + LEVEL) / 2))
-    return float(np.quantile(bounds, LEVEL))
+    return float(np.median(bounds))
 
 
 def distribution_evidence(columns: dict[int, np.ndarray], target: np.ndarray, tolerance: float, kernel: Kernel,
