@@ -36,7 +36,7 @@ RULE = ("Minimum useful steps: the smallest swept step count from which, at that
         "count, each gating metric stays within its tolerance of the plateau at the 95% confidence bound (the "
         "worse end of the paired-bootstrap interval over prompt+seed units, not the mean). The plateau is the "
         "same-seed high-step reference for convergence metrics and the scheduler's highest swept count for "
-        "absolute metrics such as CLIP score. Stochastic samplers are judged only on absolute metrics.")
+        "absolute metrics such as CLIP score. Stochastic samplers are judged by this rule only on absolute metrics.")
 
 
 def summarize_plateau(set_scores: pd.DataFrame, values: pd.DataFrame, images: pd.DataFrame,
