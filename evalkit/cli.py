@@ -174,8 +174,9 @@ def selftest(config: Optional[str] = _CONFIG, seeds: Optional[str] = _SEEDS, out
     rows, ok = run_selftest(resolved)
     typer.echo(f"{'scheduler':<22}{'harness':>9}{'truth':>9}  {'match':<7}rule (match: within one swept step count)")
     for row in rows:
-        typer.echo(f"{row['scheduler']:<22}{str(row['harness']):>9}{str(row['truth']):>9}  "
-                   f"{({True: 'yes', False: 'NO'}.get(row['match'], 'n/a')):<7}{row.get('rule', '')} {row.get('why', '')}".rstrip())
+        match = {True: "yes", False: "NO"}.get(row["match"], "n/a")
+        typer.echo(f"{row['scheduler']:<22}{str(row['harness']):>9}{str(row['truth']):>9}  {match:<7}"
+                   f"{row.get('rule', '')} {row.get('why', '')}".rstrip())
     typer.echo("selftest passed" if ok else "selftest FAILED: the harness's minimum steps disagree with ground truth")
     raise typer.Exit(0 if ok else 1)
 

@@ -46,9 +46,10 @@ PIXEL_BANDWIDTH = 0.1  # RBF on the per-pixel mean squared difference in [0, 1] 
 Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 RULE = ("Distribution rule: D = unbiased paired MMD^2 of the scheduler's images at a step count to the same prompts' "
-        "and seeds' high-step references ({kernel}); the upper bound of its 95% bootstrap interval over prompt+seed units "
-        "must stay at or below the target's noise floor (the upper bound the same procedure gives D between two "
-        "seed-halves of the references themselves, same prompts, median over random splits) at that count and every larger swept count. Stochastic samplers are always "
+        "and seeds' high-step references ({kernel}); the upper bound of its 95% bootstrap interval over "
+        "prompt+seed units must stay at or below the target's noise floor (the upper bound the same procedure "
+        "gives D between two seed-halves of the references themselves, same prompts, median over random splits) "
+        "at that count and every larger swept count. Stochastic samplers are always "
         "judged by it; deterministic ones by it alongside the per-seed rule (both must pass).")
 
 

@@ -56,7 +56,7 @@ def selftest(config: SweepConfig) -> tuple[list[dict[str, Any]], bool]:
     steps = sorted(config.steps)
     rows = [_row(s, harness[s]["min_steps"], truth[s]["min_steps"], steps, "per-seed convergence (ssim)")
             for s in sorted(truth)]
-    rows += stochastic_selftest(config_in, RunDir(result.dir))  # issue 12: stochastic samplers against the exact distribution
+    rows += stochastic_selftest(config_in, RunDir(result.dir))  # issue 12: stochastic samplers vs the exact law
     return rows, all(r["match"] is not False for r in rows)
 
 

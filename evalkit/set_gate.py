@@ -40,7 +40,7 @@ def check_targets(metric: str, base: RunData, cand: RunData) -> None:
 
 
 def judge_set_regression(rule: Rule, base: RunData, cand: RunData, columns: list[tuple[str, int]]) -> list[Outcome]:
-    """Paired-unit bootstrap CI of the change of a set metric per column; PASS iff the worse bound is within max_drop."""
+    """Paired-unit bootstrap CI of a set metric's change per column; PASS iff the worse bound is within max_drop."""
     check_targets(rule.metric, base, cand)
     spec = METRICS.get(rule.metric)
     sign = 1.0 if spec.higher_is_better else -1.0

@@ -107,7 +107,8 @@ def test_different_targets_or_backbones_are_refused(runs, tmp_path, evalkit_cli)
     summary = json.loads((other / "summary.json").read_text())
     summary["metrics"]["kid"]["backbone"] = "some other inception"
     (other / "summary.json").write_text(json.dumps(summary))
-    code, _, err = evalkit_cli(["gate", "--baseline", str(runs["base"]), "--candidate", str(other), "--rules", str(fid)])
+    code, _, err = evalkit_cli(["gate", "--baseline", str(runs["base"]), "--candidate", str(other),
+                                "--rules", str(fid)])
     assert code == 2 and "kid backbone" in err and len(err.strip().splitlines()) == 1
 
 
