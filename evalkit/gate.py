@@ -30,9 +30,12 @@ Rules file (TOML); every table is optional, every key below is the whole set of 
 regression: delta = candidate - baseline per unit, sign flipped for lower-is-better metrics so negative =
 worse; its mean gets a 95% percentile-bootstrap CI over (prompt, seed) units (2000 replicates, seeded, all
 columns of a metric resampled with the same units, as in stats.py). PASS iff the worse CI bound shows a drop
-of at most max_drop (judged on the bound, not the mean). Set metrics (FID/KID) have no per-unit values: their
-set_scores values are compared directly, with no pairing and no CI. A "*" scheduler skips columns flagged
-`not-convergent` (stochastic samplers on convergence metrics); name the scheduler to gate them anyway.
+of at most max_drop (judged on the bound, not the mean). Set metrics (FID/KID) have no per-unit values: their CI
+comes from resampling the shared units jointly in both runs and recomputing the metric from the cached features
+(set_gate.py); runs scored against different targets (fid_reference) are refused. A band rule reports the
+candidate's own 95% interval from set_scores (it passes on the value, as MLPerf's bands do). A "*" scheduler
+skips columns flagged `not-convergent` (stochastic samplers on convergence metrics); name the scheduler to gate
+them anyway.
 
 min_steps: from summary.json. A scheduler that reached the plateau in the baseline but not in the candidate
 fails; one that reaches it in neither passes (with a note).
@@ -439,17 +442,13 @@ def judge_regression(rule: Rule, base: RunData, cand: RunData, deltas: pd.DataFr
     sign = orientation(spec.higher_is_better)
     columns = base.columns(rule.metric) & cand.columns(rule.metric)
     skip = lambda c: any(r.flagged(rule.metric, c, "not-convergent") for r in (base, cand))  # noqa: E731
+    if spec.inputs == SET:  # issue 12: a unit bootstrap over both runs' cached features (set_gate.py)
+        from .set_gate import judge_set_regression
+
+        return judge_set_regression(rule, base, cand, expand(rule, columns, skip))
     out = []
     for column in expand(rule, columns, skip):
         name = f"regression {rule.metric} {column[0]}@{column[1]}"
-        if spec.inputs == SET:
-            b, c = base.set_value(rule.metric, column), cand.set_value(rule.metric, column)
-            delta = sign * (c - b)
-            ok = -delta <= rule.limit
-            out.append(Outcome(name, ok, b, c, delta, None,
-                               f"set metric, values compared directly (no pairing, no CI): delta {delta:+.4g} "
-                               f"{'within' if ok else 'beyond'} max_drop {rule.limit:g}"))
-            continue
         row = deltas[(deltas.metric == rule.metric) & (deltas.scheduler == column[0]) & (deltas.steps == column[1])]
         broken = [r.set_scores.loc[(r.set_scores.metric == rule.metric) & (r.set_scores.scheduler == column[0])
                                    & (r.set_scores.steps == column[1]), "broken"].sum() for r in (base, cand)]
@@ -520,7 +519,8 @@ def judge_band(rule: Rule, base: RunData | None, cand: RunData) -> list[Outcome]
         value = cand.set_value(rule.metric, column)
         ok = value is not None and rule.lo <= value <= rule.hi
         ref = base.set_value(rule.metric, column) if base is not None else None
-        out.append(Outcome(f"band {rule.metric} {column[0]}@{column[1]}", ok, ref, value, None, None,
+        out.append(Outcome(f"band {rule.metric} {column[0]}@{column[1]}", ok, ref, value, None,
+                           band_ci(cand, rule.metric, column),  # issue 12: the candidate's own 95% interval
                            f"candidate {value:.4g} {'in' if ok else 'outside'} [{rule.lo:g}, {rule.hi:g}]"))
     return out
 
@@ -644,3 +644,11 @@ def write_junit(path: Path, outcomes: list[Outcome]) -> None:
                     + (f", CI [{o.ci[0]:.4g}, {o.ci[1]:.4g}]" if o.ci else "") + f": {o.message}")
     ET.indent(root)
     atomic_write(path, ET.tostring(root, encoding="utf-8", xml_declaration=True))
+
+
+def band_ci(run: RunData, metric: str, column: Column) -> tuple[float, float] | None:
+    """The run's own 95% interval for a band row, from set_scores (set metrics: the score stage's unit bootstrap)."""
+    row = run._row(metric, column)
+    if row is None or pd.isna(row.get("ci_low")) or pd.isna(row.get("ci_high")):
+        return None
+    return float(row["ci_low"]), float(row["ci_high"])

@@ -18,6 +18,7 @@ import pandas as pd
 from .metrics import METRICS
 from .metrics.base import CONVERGENCE, SET
 from .schedulers import SCHEDULERS
+from .distribution import combine
 from .stats import orientation, paired_difference, passing_from
 from .store import SWEEP
 
@@ -36,15 +37,18 @@ RULE = ("Minimum useful steps: the smallest swept step count from which, at that
         "count, each gating metric stays within its tolerance of the plateau at the 95% confidence bound (the "
         "worse end of the paired-bootstrap interval over prompt+seed units, not the mean). The plateau is the "
         "same-seed high-step reference for convergence metrics and the scheduler's highest swept count for "
-        "absolute metrics such as CLIP score. Stochastic samplers are judged only on absolute metrics. A count "
-        "with any broken (non-finite or blank) image, or broken reference, never passes.")
+        "absolute metrics such as CLIP score. Stochastic samplers are judged by this rule only on absolute metrics. "
+        "A count with any broken (non-finite or blank) image, or broken reference, never passes.")
 
 
 def summarize_plateau(set_scores: pd.DataFrame, values: pd.DataFrame, images: pd.DataFrame,
-                      tolerances: dict[str, float] | None = None) -> dict[str, Any]:
+                      tolerances: dict[str, float] | None = None,
+                      distribution: dict[str, Any] | None = None) -> dict[str, Any]:
     """`min_steps` for summary.json: per scheduler the rule's answer, cost there, evidence and knees.
 
     `values`: per-image rows (prompt_id, seed, scheduler, steps, metric, value) of the sweep.
+    `distribution`: distribution.judge_run's block; with it every scheduler is also judged on the distribution
+    rule (stochastic ones only by it and absolute metrics), and each entry names the rules that judged it.
     """
     scored = set(set_scores.metric)
     declared = {spec.name: spec.tolerance for spec in METRICS if spec.tolerance is not None}  # plugins
@@ -52,12 +56,21 @@ def summarize_plateau(set_scores: pd.DataFrame, values: pd.DataFrame, images: pd
              if m in scored and METRICS.get(m).inputs != SET}
     sweep = images[images.role == SWEEP]
     out = {"rule": RULE, "tolerances": gates, "schedulers": {}}
+    if distribution is not None:  # issue 12: the distribution rule (evalkit/distribution.py)
+        out.update(rule=RULE + " " + distribution.get("rule", ""), distribution={
+            k: v for k, v in distribution.items() if k != "schedulers"})
     for scheduler in sorted(set(sweep.scheduler)):
         steps = sorted(set(sweep[sweep.scheduler == scheduler].steps))
         stochastic = SCHEDULERS.get(scheduler).stochastic
         judged = {m: t for m, t in gates.items() if not (stochastic and METRICS.get(m).kind == CONVERGENCE)}
         evidence = {m: _evidence(m, t, scheduler, steps, set_scores, values) for m, t in judged.items()}
         entry = _decide(steps, evidence, stochastic)
+        if distribution is not None:
+            dist = (distribution.get("schedulers") or {}).get(scheduler) or (
+                {"why": distribution["why"]} if distribution.get("why") else None)
+            kinds = sorted({"per-seed convergence" if METRICS.get(m).kind == CONVERGENCE else "absolute"
+                            for m in evidence}, reverse=True)
+            entry = {**combine(entry, kinds, dist), "distribution": dist}
         cost = sweep[(sweep.scheduler == scheduler) & (sweep.steps == entry.get("min_steps"))]
         entry.update(
             nfe=float(cost.nfe.mean()) if len(cost) else None,

@@ -16,6 +16,7 @@ from .metrics.base import MetricOptions
 from .metrics.fid import check_fid_reference
 from .models import LoadOptions, Model, check_device, load_model, resolve_device
 from .plan import RenderJob, RenderSettings, check_sweep, plan_jobs, resolve_defaults
+from .distribution import judge_run
 from .plateau import summarize_plateau
 from .prompts import load_prompts
 from .executors import make_executor
@@ -123,7 +124,9 @@ def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None
         images = result.images
         outcome = score_images(run_dir, images, config, names, executor)
         table = summarize_scores(run_dir, images, config, outcome)
-        plateau = summarize_plateau(table, join_values(outcome.scores, images), images, config.tolerances or None)
+        distribution = judge_run(run_dir, images, config, outcome, executor)  # the distribution rule
+        plateau = summarize_plateau(table, join_values(outcome.scores, images), images, config.tolerances or None,
+                                    distribution)
         summary = write_summary(run_dir, config, device, outcome, table,
                                 extra={"render": dataclasses.asdict(result.stats), "min_steps": plateau,
                                        "execution": {"backend": executor.name, "workers": executor.workers}},

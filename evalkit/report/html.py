@@ -230,7 +230,7 @@ def min_steps_section(data: RunData) -> str:
     rows = "".join(min_steps_row(name, info or {}) for name, info in (block.get("schedulers") or {}).items())
     tolerances = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in (block.get("tolerances") or {}).items())
     return ('<table class="data min-steps"><thead><tr><th>scheduler</th><th>min useful steps</th><th>NFE</th>'
-            '<th>s / image</th><th>quality there vs plateau</th><th>knee</th></tr></thead>'
+            '<th>s / image</th><th>quality there vs plateau</th><th>knee</th><th>judged by</th></tr></thead>'
             f'<tbody>{rows}</tbody></table>'
             f'<p class="rule"><b>Rule:</b> {esc(block.get("rule", "(not stated)"))}</p>'
             + (f'<p class="rule"><b>Tolerances:</b> {tolerances}</p>' if tolerances else ""))
@@ -241,11 +241,23 @@ def min_steps_row(name: str, info: dict) -> str:
     if not info.get("reached") or info.get("min_steps") is None:
         why = esc(info.get("why", "no swept step count met the rule"))
         return (f'<tr class="unreached"><td>{esc(name)}</td><td colspan="4">not reached: {why}</td>'
-                f"<td>{knee}</td></tr>")
+                f"<td>{knee}</td><td>{judged_by(info)}</td></tr>")
     quality = "<br>".join(f"{esc(m)} {fmt(q.get('value'))} (plateau {fmt(q.get('plateau'))})"
                           for m, q in (info.get("quality") or {}).items()) or "—"
     return (f"<tr><td>{esc(name)}</td><td><b>{esc(info['min_steps'])}</b></td><td>{fmt(info.get('nfe'), '.4g')}</td>"
-            f"<td>{fmt(info.get('seconds_per_image'), '.3g')}</td><td>{quality}</td><td>{knee}</td></tr>")
+            f"<td>{fmt(info.get('seconds_per_image'), '.3g')}</td><td>{quality}</td><td>{knee}</td>"
+            f"<td>{judged_by(info)}</td></tr>")
+
+
+def judged_by(info: dict) -> str:
+    """Which rules judged a scheduler (issue 12): each with its own answer; the deciding one in bold."""
+    rules = info.get("rules")
+    if not rules:
+        return "no rule could judge" if rules == {} else "—"
+    deciding = set(info.get("judged_by") or ())
+    parts = [f"{'<b>' if k in deciding else ''}{esc(k)}: {esc(r.get('min_steps') if r.get('reached') else '>max')}"
+             f"{'</b>' if k in deciding else ''}" for k, r in rules.items()]
+    return "<br>".join(parts)
 
 
 PLATEAU_NOTE = ("One chart per scored metric, one line per scheduler: the mean over prompt+seed units, the shaded band "

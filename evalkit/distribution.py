@@ -1,0 +1,206 @@
+"""Minimum useful steps on a distribution distance: the rule that can judge stochastic samplers.
+
+Ancestral/SDE samplers never converge to one image per seed, so a per-seed rule cannot judge them; what
+converges is the distribution of their images. The rule, as stated in summary.json (RULE below):
+
+- distance D(s): the MMD^2 between scheduler S's images at s steps and the target set (the same prompts and
+  seeds' high-step references), estimated over (prompt, seed) units as the paired U-statistic
+  1/(n(n-1)) sum_{i != j} h(z_i, z_j), h(z_i, z_j) = k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(x_j, y_i)
+  (Gretton et al. 2012, MMD^2_u). Cross terms of the same unit are left out, so D is unbiased even though
+  a column image and its reference share their starting noise; its expectation is 0 when the distributions
+  agree. Kernel: KID's (cubic polynomial on Inception pool features) in a run; the self-test may use a
+  weight-free Gaussian RBF on pixels (`pixel_kernel`).
+- interval: 95% percentile bootstrap over units, paired across step counts (stats._resample_counts), each
+  replicate the same U-statistic over distinct resampled indices (no unit is compared with its own copy).
+- tolerance = the noise floor of the target itself: split the target's units into two halves with the same
+  prompts (seeds split within each prompt), and take the upper 95% bound the rule's own bootstrap gives D
+  between the halves; the floor is its median over FLOOR_SPLITS random splits. So a column passes when even
+  the worse end of its interval is no farther from the target than two samples of the target's own
+  distribution typically are, as measured by the same procedure. Measured at half the column's size, where
+  MMD^2 is noisier, the floor errs on the lenient side (stated, not rescaled by an asymptotic factor). The
+  median, not a high percentile: with few seeds per prompt the split-halves' spread is dominated by which
+  mixture components each half happens to draw, which a column coupled to its references by the starting
+  noise mostly shares; a 95th percentile let every sampler pass at 2 steps on builtin:mixture. Checked on
+  synthetic coupled features: columns from the target's own law passed 120/120, a shift failed 40/40.
+- answer: the smallest swept s from which the CI's upper bound of D stays <= the tolerance at s and every
+  larger swept count (the per-seed rule's shape, plateau._decide).
+With no distribution metric scored (KID needs the Inception weights) the rule does not judge: it says so.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .stats import _resample_counts
+
+N_BOOT = 1000
+FLOOR_SPLITS = 50
+FLOOR_BOOT = 200
+LEVEL = 0.95
+SEED = 0
+PIXEL_BANDWIDTH = 0.1  # RBF on the per-pixel mean squared difference in [0, 1] units: h = 10% of the range
+
+Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+RULE = ("Distribution rule: D = unbiased paired MMD^2 of the scheduler's images at a step count to the same prompts' "
+        "and seeds' high-step references ({kernel}); the upper bound of its 95% bootstrap interval over "
+        "prompt+seed units must stay at or below the target's noise floor (the upper bound the same procedure "
+        "gives D between two seed-halves of the references themselves, same prompts, median over random splits) "
+        "at that count and every larger swept count. Stochastic samplers are always "
+        "judged by it; deterministic ones by it alongside the per-seed rule (both must pass).")
+
+
+def kid_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """KID's kernel (torchmetrics, metrics.fid): (<x, y> / d + 1)^3."""
+    from .metrics.fid import KID_COEF, KID_DEGREE
+
+    return (x @ y.T / x.shape[1] + KID_COEF) ** KID_DEGREE
+
+
+def pixel_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Weight-free Gaussian RBF on flattened [0, 1] pixels: exp(-mean((x - y)^2) / (2 h^2)), h = PIXEL_BANDWIDTH.
+
+    A fixed bandwidth (not a median heuristic) so every column and target is measured with one kernel."""
+    sq = (x * x).sum(1)[:, None] + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
+    return np.exp(-np.clip(sq, 0.0, None) / x.shape[1] / (2.0 * PIXEL_BANDWIDTH ** 2))
+
+
+KERNELS = {"kid": ("KID's cubic polynomial kernel on Inception pool features", kid_kernel),
+           "pixel-mmd": (f"weight-free Gaussian RBF on [0, 1] pixels, h = {PIXEL_BANDWIDTH} RMS", pixel_kernel)}
+
+
+def pair_matrix(x: np.ndarray, y: np.ndarray, kernel: Kernel) -> np.ndarray:
+    """h(z_i, z_j) for paired rows (x_i, y_i), with the diagonal (a unit against itself) zeroed."""
+    kxy = kernel(x, y)
+    h = kernel(x, x) + kernel(y, y) - kxy - kxy.T
+    np.fill_diagonal(h, 0.0)
+    return h
+
+
+def paired_mmd2(h: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray | float:
+    """The U-statistic over distinct units; with counts (B x n resample multiplicities), one value per replicate."""
+    if counts is None:
+        n = len(h)
+        return float(h.sum() / (n * (n - 1)))
+    pairs = counts.sum(1) ** 2 - (counts ** 2).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("bi,ij,bj->b", counts, h, counts) / pairs
+
+
+def noise_floor(target: np.ndarray, prompts: list, kernel: Kernel, splits: int = FLOOR_SPLITS,
+                seed: int = SEED) -> float | None:
+    """Median over random seed-halves of the target (same prompts in both) of the upper 95% bound that D
+    between the two halves gets from this module's bootstrap: what the rule itself reports for two samples of
+    one distribution. None when there are too few units to halve."""
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(np.asarray(prompts) == p) for p in dict.fromkeys(prompts)]
+    if any(len(g) < 2 for g in groups):  # a prompt with one seed can't be split: halve all units instead
+        groups = [np.arange(len(target))]
+    half = sum(len(g) // 2 for g in groups)
+    if half < 3:
+        return None
+    k = kernel(target, target)
+    counts = _resample_counts(half, FLOOR_BOOT, seed)
+    bounds = []
+    for _ in range(splits):
+        a, b = [], []
+        for g in groups:
+            g = rng.permutation(g)
+            a += list(g[:len(g) // 2])
+            b += list(g[len(g) // 2:2 * (len(g) // 2)])
+        h = k[np.ix_(a, a)] + k[np.ix_(b, b)] - k[np.ix_(a, b)] - k[np.ix_(a, b)].T
+        np.fill_diagonal(h, 0.0)
+        bounds.append(np.nanquantile(paired_mmd2(h, counts), (1 + LEVEL) / 2))
+    return float(np.median(bounds))
+
+
+def distribution_evidence(columns: dict[int, np.ndarray], target: np.ndarray, tolerance: float, kernel: Kernel,
+                          n_boot: int = N_BOOT, seed: int = SEED) -> list[dict[str, Any]]:
+    """Per swept count (columns: steps -> features aligned with the target's units): D, its CI, pass on the bound."""
+    counts = _resample_counts(len(target), n_boot, seed)  # the same resample for every step count: paired
+    out = []
+    for steps in sorted(columns):
+        h = pair_matrix(columns[steps], target, kernel)
+        low, high = np.nanquantile(paired_mmd2(h, counts), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
+        out.append({"steps": int(steps), "distance": paired_mmd2(h), "ci_low": float(low), "ci_high": float(high),
+                    "plateau": 0.0, "pass": bool(high <= tolerance)})
+    return out
+
+
+def judge_schedulers(features: Callable[[list[str]], np.ndarray], sweep: pd.DataFrame, metric: str,
+                     target_column: str = "reference_sha256") -> dict[str, dict[str, Any]]:
+    """The rule per scheduler. `sweep`: sweep rows with prompt_id, seed, scheduler, steps, sha256 and the
+    target image's sha256 per unit in `target_column`; `features(shas)` -> one row per image."""
+    from .plateau import _decide
+
+    name, kernel = KERNELS[metric]
+    out = {}
+    for scheduler, rows in sweep.dropna(subset=[target_column]).groupby("scheduler", sort=True):
+        units = rows.drop_duplicates(["prompt_id", "seed"]).sort_values(["prompt_id", "seed"])
+        steps = sorted(set(rows.steps))
+        complete = [s for s in steps if len(rows[rows.steps == s]) == len(units)]
+        target = features(list(units[target_column]))
+        tolerance = noise_floor(target, list(units.prompt_id), kernel)
+        if tolerance is None or len(complete) < len(steps):
+            why = ("fewer than 3 prompt+seed units per half to measure the target's noise floor: add seeds"
+                   if tolerance is None else "some step counts lack images for some prompt+seed units: rerender")
+            out[scheduler] = {"min_steps": None, "reached": False, "why": why, "metric": metric}
+            continue
+        columns = {s: features(list(rows[rows.steps == s].sort_values(["prompt_id", "seed"]).sha256)) for s in steps}
+        evidence = distribution_evidence(columns, target, tolerance, kernel)
+        entry = _decide(steps, {metric: evidence}, False)
+        out[scheduler] = {**entry, "metric": metric, "distance": f"paired MMD^2, {name}", "tolerance": tolerance,
+                          "n": len(units), "evidence": evidence}
+    return out
+
+
+def rule_text(metric: str) -> str:
+    return RULE.format(kernel=KERNELS[metric][0])
+
+
+def judge_run(run: Any, images: pd.DataFrame, config: Any, scored: Any, executor: Any = None) -> dict[str, Any]:
+    """The rule on a scored run with KID's Inception features (cached by score; references' computed if missing).
+    Without KID scored the block says why and judges nothing: a distance is never made up."""
+    from .metrics import METRICS
+    from .metrics.base import MetricOptions
+    from .score import FeatureStore, _digest, with_references
+
+    if "kid" not in scored.set_scores:
+        why = scored.skipped.get("kid") or "kid is not among the scored metrics"
+        return {"metric": None, "why": f"no distribution metric was scored ({why})"}
+    spec = METRICS.get("kid")
+    options = MetricOptions(device=config.device, batch_size=config.batch_size, backbone=config.backbones.get("kid"))
+    store = FeatureStore(run.path / "cache" / "features" / _digest(spec.features or spec.backbone + spec.preprocessing))
+    pairs = with_references(images, config).dropna(subset=["reference_sha256"])
+    refs = pairs.drop_duplicates("reference_sha256")
+    store.compute(spec, options, [(sha, run.path / p) for sha, p in zip(refs.reference_sha256, refs.reference_path)],
+                  executor)
+    return {"metric": "kid", "rule": rule_text("kid"), "schedulers": judge_schedulers(store.load, pairs, "kid")}
+
+
+def combine(entry: dict[str, Any], per_seed_kinds: list[str], distribution: dict[str, Any] | None) -> dict[str, Any]:
+    """One answer from the rules that could judge (every one must pass: the largest count wins), naming them.
+
+    `entry`: the per-seed rule's answer (plateau._decide); `per_seed_kinds`: the kinds of metric it judged on
+    ("per-seed convergence" and/or "absolute"), empty when it judged nothing; `distribution`: this rule's
+    answer for the scheduler, or None when no distribution metric was scored."""
+    rules = {kind: entry for kind in per_seed_kinds}
+    if distribution is not None and "evidence" in distribution:
+        rules["distribution"] = distribution
+    if not rules:
+        why = entry.get("why", "")
+        if distribution is not None:
+            why += f"; distribution rule: {distribution.get('why')}"
+        return {**entry, "why": why, "judged_by": [], "rules": {}}
+    summary = {k: {"min_steps": r.get("min_steps"), "reached": r.get("reached"),
+                   **({"why": r["why"]} if "why" in r else {})} for k, r in rules.items()}
+    unreached = [k for k, r in rules.items() if not r.get("reached")]
+    if unreached:
+        why = "; ".join(f"{k}: {rules[k].get('why')}" for k in unreached)
+        return {"min_steps": None, "reached": False, "why": why, "judged_by": unreached, "rules": summary}
+    top = max(r["min_steps"] for r in rules.values())
+    return {"min_steps": top, "reached": True, "judged_by": [k for k, r in rules.items() if r["min_steps"] == top],
+            "rules": summary}
