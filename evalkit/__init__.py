@@ -3,6 +3,9 @@
 The stages (and torch, diffusers, pandas behind them) are imported on first use, so that
 `evalkit --help` and config errors answer at once; `import evalkit; evalkit.run(...)` works as before.
 """
+import sys
+import types
+
 from .config import SweepConfig, load_config
 from .errors import EvalkitError
 
@@ -17,3 +20,16 @@ def __getattr__(name: str):
 
         return getattr(runner, name)
     raise AttributeError(f"module 'evalkit' has no attribute {name!r}")
+
+
+class _Package(types.ModuleType):
+    """`evalkit.render`, `evalkit.score` and `evalkit.report` are the stage functions, whose modules share their
+    names: loading such a submodule must not rebind the package attribute to the module (Python's import does)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _STAGES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -100,7 +100,7 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
         raise EvalkitError(f"unknown key {unknown[0]!r} in {source}: {hint}valid keys are {', '.join(KEYS)}")
     v = dict(values)
     for name in ("schedulers", "metrics"):
-        if name in v:
+        if v.get(name) is not None:  # schedulers None: the model family's defaults
             v[name] = tuple(_str_list(name, v[name]))
     if "steps" in v:
         v["steps"] = tuple(sorted(set(_positive_ints("steps", v["steps"]))))

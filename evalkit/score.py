@@ -27,7 +27,7 @@ from PIL import Image
 from .config import SweepConfig
 from .errors import EvalkitError
 from .executors import LocalExecutor
-from .metrics import metric_spec
+from .metrics import METRICS, metric_spec
 from .metrics.base import IMAGE_PROMPT, IMAGE_REFERENCE, SET, MetricOptions, MetricSpec
 from .metrics.plugins import PluginWeightsMissing
 from .metrics.resample import SetTarget, counts_of
@@ -89,7 +89,8 @@ def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: 
                 result.warnings.append(f"{name}: {len(truncated)} prompt(s) longer than the text encoder's context "
                                        f"were truncated, e.g. {truncated[0][:60]!r}")
     result.scores = pd.concat(frames, ignore_index=True) if frames else result.scores
-    result.broken = broken_counts(images, pairs, names, result.set_scores)
+    scored = [name for name in result.metrics if name not in result.skipped]  # declared names, plugins included
+    result.broken = broken_counts(images, pairs, scored, result.set_scores)
     atomic_write_table(run.path / "scores.parquet", result.scores[SCORE_COLUMNS])
     return result
 

@@ -34,21 +34,26 @@ MODELS = {"ddpm": "builtin:mixture", "flow": "builtin:mixture-flow"}  # family -
 
 
 def selftest(config: SweepConfig) -> tuple[list[dict[str, Any]], bool]:
-    """Rows (family, scheduler, harness, truth, match) and whether every deterministic scheduler matched.
+    """Rows (family, scheduler, harness, truth, match, rule) and whether every row matched (None: not judged).
 
-    Each family runs the config's deterministic schedulers of that family; a family the config names none of
-    runs its defaults (DDPM: the default sweep's; flow: every deterministic flow solver in the registry).
-    Each family's sweep is its own run folder, `<out>/<family>`.
+    A config that names schedulers checks their families; one that names none checks both, with each family's
+    defaults (DDPM: the default sweep's deterministic schedulers; flow: every deterministic flow solver in the
+    registry). Each family's sweep is its own run folder, `<out>/<family>`; the DDPM family's stochastic
+    samplers are checked by the distribution rule in `<out>/stochastic`.
     """
     rows = []
+    named = {SCHEDULERS.get(name).family for name in config.schedulers or ()}
     for family, model in MODELS.items():
+        if named and family not in named:  # a config that names schedulers checks only their families
+            continue
         family_config = dataclasses.replace(
             config, model=model, metrics=(METRIC,), schedulers=family_schedulers(config.schedulers, family),
             reference_scheduler=family_reference(config.reference_scheduler, family),
             out=str(config.run_dir() / family))
         rows += [{"family": family, **row} for row in _selftest_one(family_config)]
     # stochastic samplers: the distribution rule against exact samples of builtin:mixture's distribution
-    stochastic = tuple(s for s in (config.schedulers or DEFAULTS["ddpm"]) if SCHEDULERS.get(s).stochastic)
+    stochastic = tuple(s for s in (config.schedulers or DEFAULTS["ddpm"])
+                       if SCHEDULERS.get(s).stochastic and SCHEDULERS.get(s).family == "ddpm")
     rows += [{"family": "ddpm", **row} for row in stochastic_selftest(
         dataclasses.replace(config, schedulers=stochastic), RunDir(config.run_dir() / "ddpm"))]
     return rows, all(r["match"] is not False for r in rows)  # None: the rule could not judge, said in the row
@@ -163,6 +168,7 @@ def stochastic_selftest(config: SweepConfig, truth_cache: RunDir) -> list[dict[s
     if not stochastic:
         return []
     result = score(config)  # no report for this sub-run: the rows are the output
+    config = result.config  # resolved: the family's reference scheduler filled in
     images = result.images
     pairs = with_references(images, config)
     truth = ground_truth_images(truth_cache, pairs, config)

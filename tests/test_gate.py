@@ -219,7 +219,7 @@ def test_markdown_leads_with_the_verdict_and_a_line_per_scheduler(runs, tmp_path
     root, cases = junit_cases(tmp_path / "j.xml")
     summary = [line for line in lines[:lines.index(next(x for x in lines if x.startswith("<details>")))]
                if line.startswith("| ") and not line.startswith("| scheduler")]
-    assert [row.split(" | ")[0][2:] for row in summary] == ["dpmpp_2m_karras", "euler"]
+    assert [row.split(" | ")[0][2:] for row in summary] == ["dpmpp_2m_karras", "euler", "references"]
     for row in summary:
         scheduler, failed = row.split(" | ")[0][2:], row.split(" | ")[1]
         mine = [name for name in cases if name.endswith(f" {scheduler}") or f" {scheduler}@" in name]
@@ -230,7 +230,7 @@ def test_markdown_leads_with_the_verdict_and_a_line_per_scheduler(runs, tmp_path
     worst = min(full, key=lambda name: float(full[name][3]))
     assert f"ssim {worst.split()[-1]}: {float(full[worst][3]):+.4g} {full[worst][4]}" in euler
     details = text[text.index("<details>"):text.index("</details>")]
-    assert sum(line.startswith("| regression") or line.startswith("| min_steps") for line in details.splitlines()) \
+    assert sum(line.startswith(("| regression", "| min_steps", "| broken_images")) for line in details.splitlines()) \
         == len(cases)
 
 
@@ -238,7 +238,9 @@ def test_junit_has_one_testsuite_per_scheduler(runs, tmp_path):
     gate_main(runs["base"], runs["worse"], junit=tmp_path / "j.xml")
     root, cases = junit_cases(tmp_path / "j.xml")
     suites = root.findall("testsuite")
-    assert [s.get("name") for s in suites] == ["evalkit gate: dpmpp_2m_karras", "evalkit gate: euler"]
+    # broken_images rules judge the references too: their own group
+    assert [s.get("name") for s in suites] == ["evalkit gate: dpmpp_2m_karras", "evalkit gate: euler",
+                                               "evalkit gate: references"]
     for suite in suites:
         scheduler = suite.get("name").split(": ")[1]
         tests = suite.findall("testcase")
