@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .config import open_run, parse_list, resolve_config
+from .config import check_plotly_js, open_run, parse_list, resolve_config
 from .errors import EvalkitError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
@@ -56,6 +56,7 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
         workers: Optional[int] = _WORKERS, gpus_per_worker: Optional[float] = _GPUS,
         progress: bool = typer.Option(True, help="Show a progress bar."), plotly_js: str = _PLOTLY_JS):
     """Render the sweep (resuming any earlier run in the same folder), score it, print the run folder."""
+    check_plotly_js(plotly_js)
     resolved = resolve_config(config, **_sweep_overrides(  # config errors come before the stages are imported
         model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
         reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference),

@@ -181,6 +181,15 @@ def to_toml(config: SweepConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
+PLOTLY_JS = ("inline", "shared")  # report pages: plotly.js embedded in each, or one plotly.min.js beside them
+
+
+def check_plotly_js(mode: str) -> str:
+    if mode not in PLOTLY_JS:
+        raise EvalkitError(f"unknown --plotly-js {mode!r}: use inline (one self-contained file) or shared")
+    return mode
+
+
 def parse_list(text: str) -> list[str]:
     """`a,b, c` (a flag value) -> ['a', 'b', 'c']."""
     return [part.strip() for part in text.split(",") if part.strip()]

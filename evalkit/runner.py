@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from .config import TOML_HEADER, SweepConfig, resolve_config, to_toml
+from .config import TOML_HEADER, SweepConfig, check_plotly_js, resolve_config, to_toml
 from .errors import EvalkitError
 from .metrics import METRICS
 from .metrics.base import MetricOptions
@@ -147,8 +147,6 @@ def report(path: str | os.PathLike, plotly_js: str = "inline") -> Path:
 def run(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, progress: bool = False,
         plotly_js: str = "inline", **overrides: Any) -> Run:
     """All stages for a config: render what is missing, score, and write report.html."""
-    from .report.html import check_plotly_js
-
     check_plotly_js(plotly_js)  # a typo fails before anything renders
     result = score(rendered=render(config, progress=progress, **overrides))
     result.report = report(result.dir, plotly_js)

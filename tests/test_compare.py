@@ -17,7 +17,7 @@ from evalkit import gate
 from evalkit.report import write_report
 from evalkit.report.compare import write_comparison
 from test_report import Page
-from test_report_browser import ARGS, CHROMIUM, _playwright
+from test_report_browser import ARGS, _playwright
 
 PROMPTS = "a ginger cat sleeping on a wool blanket\na small orange fish swimming in a glass bowl\n"
 WORSE = "python:plugins.worse_mixture:make_pipeline"
@@ -222,9 +222,9 @@ def test_plotly_js_shared_and_inline(runs, evalkit_cli, tmp_path):
 
 @pytest.fixture(scope="module")
 def chromium():
-    sync_playwright = _playwright()
+    sync_playwright, chromium = _playwright()  # installs Debian's chromium first on a fresh machine
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
         yield browser
         browser.close()
 

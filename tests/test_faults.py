@@ -202,7 +202,7 @@ def test_a_model_returning_nan_fails_the_gate_on_the_broken_images_rule(scored, 
     page = (tmp_path / "nan" / "report.html").read_text()
     assert '<dt>broken images</dt><dd><b class="broken">20</b> non-finite or blank' in page
     summary = read_json(tmp_path / "nan" / "summary.json", "")
-    assert all(not entry["reached"] and entry["why"].startswith("broken (non-finite or blank) images")
+    assert all(not entry["reached"] and "broken (non-finite or blank) images" in entry["why"]
                for entry in summary["min_steps"]["schedulers"].values())
 
     code, out, err = evalkit_cli(["gate", "--baseline", str(scored), "--candidate", str(tmp_path / "nan"),

@@ -234,7 +234,7 @@ def test_plugin_returning_non_images(sweep, monkeypatch, evalkit_cli):
     args, out = sweep
     monkeypatch.delitem(sys.modules, "plugins.bad_plugins", raising=False)
     one_line(evalkit_cli(["run", *args, "--model", "python:plugins.bad_plugins:not_images"]),
-             "returned NoneType as .images, not PIL images", "list of PIL.Image")
+             "returned NoneType as .images, not images", "list of PIL.Image")
     assert not list(out.glob("images/*.png"))
 
 

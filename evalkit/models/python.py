@@ -6,6 +6,7 @@ import importlib
 import inspect
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from ..errors import EvalkitError
@@ -69,7 +70,8 @@ def load_python(target: str, options: LoadOptions) -> Model:
 
 class CheckedPipeline:
     """The plugin's pipeline (attributes read and set through, so samplers swap and NFE hooks work), whose
-    output is checked: the contract promises `.images` as PIL images; anything else is named, not saved."""
+    output is checked: `.images` must be PIL images, or float (H, W, 3) arrays in [0, 1] (diffusers' "np"
+    output, which can carry the NaNs that render flags); anything else is named, not saved."""
 
     def __init__(self, pipe: Any, target: str):
         object.__setattr__(self, "_pipe", pipe)
@@ -84,12 +86,19 @@ class CheckedPipeline:
     def __call__(self, **kwargs: Any) -> Any:
         output = self._pipe(**kwargs)
         images = getattr(output, "images", None)
-        if not isinstance(images, (list, tuple)) or not all(isinstance(image, Image.Image) for image in images):
+        if isinstance(images, np.ndarray) and images.ndim == 4:
+            images = list(images)
+        if not isinstance(images, (list, tuple)) or not all(_is_image(image) for image in images):
             got = type(images).__name__ if not isinstance(images, (list, tuple)) else \
                 ", ".join(sorted({type(image).__name__ for image in images}))
-            raise EvalkitError(f"python:{self._target} returned {got} as .images, not PIL images: make the pipeline "
-                               "return an object whose .images is a list of PIL.Image (output_type='pil')")
+            raise EvalkitError(f"python:{self._target} returned {got} as .images, not images: make the pipeline "
+                               "return an object whose .images is a list of PIL.Image (output_type='pil') or of "
+                               "float (H, W, 3) arrays in [0, 1]")
         return output
+
+
+def _is_image(image: Any) -> bool:
+    return isinstance(image, Image.Image) or (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 from plotly.offline import get_plotlyjs
 
+from ..config import check_plotly_js
 from ..errors import EvalkitError
 from .recommend import recommend
 from ..store import atomic_write
@@ -26,7 +27,6 @@ SECTIONS = [("run", "Run"), ("min-steps", "Minimum useful steps"), ("plateau", "
             ("pareto", "Speed vs quality"), ("grid", "Image grid"), ("prompts", "Per prompt")]
 
 
-PLOTLY_MODES = ("inline", "shared")
 PLOTLY_FILE = "plotly.min.js"
 
 
@@ -48,12 +48,6 @@ def plotly_script(mode: str, page_path: Path) -> str:
     if not (target.is_file() and target.read_bytes() == source):
         atomic_write(target, source)
     return f'<script src="{PLOTLY_FILE}"></script>'
-
-
-def check_plotly_js(mode: str) -> str:
-    if mode not in PLOTLY_MODES:
-        raise EvalkitError(f"unknown --plotly-js {mode!r}: use inline (one self-contained file) or shared")
-    return mode
 
 
 def fill_page(title: str, body: str, plotly_tag: str) -> str:
