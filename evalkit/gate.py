@@ -442,7 +442,7 @@ def judge_regression(rule: Rule, base: RunData, cand: RunData, deltas: pd.DataFr
     sign = orientation(spec.higher_is_better)
     columns = base.columns(rule.metric) & cand.columns(rule.metric)
     skip = lambda c: any(r.flagged(rule.metric, c, "not-convergent") for r in (base, cand))  # noqa: E731
-    if spec.inputs == SET:  # issue 12: a unit bootstrap over both runs' cached features (set_gate.py)
+    if spec.inputs == SET:  # a unit bootstrap over both runs' cached features (set_gate.py)
         from .set_gate import judge_set_regression
 
         return judge_set_regression(rule, base, cand, expand(rule, columns, skip))
@@ -520,7 +520,7 @@ def judge_band(rule: Rule, base: RunData | None, cand: RunData) -> list[Outcome]
         ok = value is not None and rule.lo <= value <= rule.hi
         ref = base.set_value(rule.metric, column) if base is not None else None
         out.append(Outcome(f"band {rule.metric} {column[0]}@{column[1]}", ok, ref, value, None,
-                           band_ci(cand, rule.metric, column),  # issue 12: the candidate's own 95% interval
+                           band_ci(cand, rule.metric, column),  # the candidate's own 95% interval
                            f"candidate {value:.4g} {'in' if ok else 'outside'} [{rule.lo:g}, {rule.hi:g}]"))
     return out
 

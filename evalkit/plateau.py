@@ -56,7 +56,7 @@ def summarize_plateau(set_scores: pd.DataFrame, values: pd.DataFrame, images: pd
              if m in scored and METRICS.get(m).inputs != SET}
     sweep = images[images.role == SWEEP]
     out = {"rule": RULE, "tolerances": gates, "schedulers": {}}
-    if distribution is not None:  # issue 12: the distribution rule (evalkit/distribution.py)
+    if distribution is not None:  # the distribution rule (evalkit/distribution.py)
         out.update(rule=RULE + " " + distribution.get("rule", ""), distribution={
             k: v for k, v in distribution.items() if k != "schedulers"})
     for scheduler in sorted(set(sweep.scheduler)):

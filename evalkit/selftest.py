@@ -139,7 +139,7 @@ def _readable(path) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Stochastic samplers: the distribution rule against the exact distribution (issue 12)
+# Stochastic samplers: the distribution rule against the exact distribution
 # ----------------------------------------------------------------------------------------------------------
 
 def stochastic_selftest(config: SweepConfig, truth_cache: RunDir) -> list[dict[str, Any]]:

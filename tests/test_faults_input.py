@@ -1,4 +1,4 @@
-"""Bad input and interruptions (issue 11): one line naming the problem and the fix, exit 2, no traceback,
+"""Bad input and interruptions: one line naming the problem and the fix, exit 2, no traceback,
 refused before anything renders (or, once rendering started, nothing finished is lost)."""
 from __future__ import annotations
 

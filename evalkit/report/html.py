@@ -244,7 +244,7 @@ def min_steps_row(name: str, info: dict) -> str:
 
 
 def judged_by(info: dict) -> str:
-    """Which rules judged a scheduler (issue 12): each with its own answer; the deciding one in bold."""
+    """Which rules judged a scheduler: each with its own answer; the deciding one in bold."""
     rules = info.get("rules")
     if not rules:
         return "no rule could judge" if rules == {} else "—"
