@@ -17,7 +17,7 @@ from evalkit import gate
 from evalkit.report import write_report
 from evalkit.report.compare import write_comparison
 from test_report import Page
-from test_report_browser import ARGS, _playwright
+from test_report_browser import ARGS, _playwright, open_page
 
 PROMPTS = "a ginger cat sleeping on a wool blanket\na small orange fish swimming in a glass bowl\n"
 WORSE = "python:plugins.worse_mixture:make_pipeline"
@@ -227,30 +227,6 @@ def chromium():
         browser = p.chromium.launch(executable_path=chromium, args=ARGS)
         yield browser
         browser.close()
-
-
-def open_page(browser, url: str):
-    """A tab on `url` with network blocked (file: and data: only) and errors, dialogs, requests recorded."""
-    seen = {"errors": [], "dialogs": [], "blocked": []}
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-
-    def route(r):
-        if r.request.url.startswith(("file:", "data:")):
-            r.continue_()
-        else:
-            seen["blocked"].append(r.request.url)
-            r.abort()
-
-    context.route("**/*", route)
-    page = context.new_page()
-    page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
-    page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
-    page.goto(url, wait_until="load")
-    page.wait_for_function("document.querySelectorAll('.chart').length > 0 && "
-                           "[...document.querySelectorAll('.chart')].every(c => c.querySelector('.main-svg'))",
-                           timeout=60_000)
-    return context, page, seen
 
 
 @pytest.fixture(scope="module")

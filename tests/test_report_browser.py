@@ -59,30 +59,37 @@ def report(tmp_path_factory) -> Path:
     return write_report(make_run(tmp_path_factory.mktemp("browser")))
 
 
+def open_page(browser, url: str):
+    """A tab on `url` with network blocked (file: and data: only) and errors, dialogs, requests recorded,
+    once every chart has drawn."""
+    seen = {"errors": [], "dialogs": [], "blocked": []}
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+
+    def route(r):
+        if r.request.url.startswith(("file:", "data:")):
+            r.continue_()
+        else:
+            seen["blocked"].append(r.request.url)
+            r.abort()
+
+    context.route("**/*", route)
+    page = context.new_page()
+    page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: seen["errors"].append(str(e)))
+    page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
+    page.goto(url, wait_until="load")
+    page.wait_for_function("document.querySelectorAll('.chart').length > 0 && "
+                           "[...document.querySelectorAll('.chart')].every(c => c.querySelector('.main-svg'))",
+                           timeout=60_000)
+    return context, page, seen
+
+
 @pytest.fixture(scope="module")
 def browser_page(report):
     sync_playwright, chromium = _playwright()
-    seen = {"errors": [], "dialogs": [], "blocked": []}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 900})
-
-        def route(r):
-            if r.request.url.startswith(("file:", "data:")):
-                r.continue_()
-            else:
-                seen["blocked"].append(r.request.url)
-                r.abort()
-
-        context.route("**/*", route)
-        page = context.new_page()
-        page.on("console", lambda m: seen["errors"].append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda e: seen["errors"].append(str(e)))
-        page.on("dialog", lambda d: (seen["dialogs"].append(d.message), d.dismiss()))
-        page.goto(report.as_uri(), wait_until="load")
-        page.wait_for_function("document.querySelectorAll('.chart').length > 0 && "
-                               "[...document.querySelectorAll('.chart')].every(c => c.querySelector('.main-svg'))",
-                               timeout=60_000)
+        context, page, seen = open_page(browser, report.as_uri())
         yield page, seen
         context.close()
         browser.close()

@@ -505,6 +505,16 @@ def _as_list(value: Any, n: int, what: str) -> list:
     return [value] * n
 
 
+def pipeline_output(images: torch.Tensor, output_type: str) -> MixturePipelineOutput:
+    """(B, 3, H, W) images in [0, 1] as the pipeline's output_type asks: "pt", "np" (float HWC) or "pil"."""
+    if output_type == "pt":
+        return MixturePipelineOutput(images=images)
+    arr = images.permute(0, 2, 3, 1).numpy().astype(np.float32)
+    if output_type == "np":
+        return MixturePipelineOutput(images=arr)
+    return MixturePipelineOutput(images=[Image.fromarray(np.round(a * 255).astype(np.uint8), "RGB") for a in arr])
+
+
 class MixturePipeline:
     """A diffusers-style text-to-image pipeline over the exact mixture model."""
 
@@ -569,13 +579,7 @@ class MixturePipeline:
                 eps = eps_u + guidance_scale * (eps_c - eps_u)
             latents = scheduler.step(eps, t, latents, **extra).prev_sample
 
-        images = ((latents.float() + 1) / 2).clamp(0, 1)
-        if output_type == "pt":
-            return MixturePipelineOutput(images=images)
-        arr = images.permute(0, 2, 3, 1).numpy().astype(np.float32)
-        if output_type == "np":
-            return MixturePipelineOutput(images=arr)
-        return MixturePipelineOutput(images=[Image.fromarray(np.round(a * 255).astype(np.uint8), "RGB") for a in arr])
+        return pipeline_output(((latents.float() + 1) / 2).clamp(0, 1), output_type)
 
     def ground_truth(
         self,

@@ -36,9 +36,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
-from .mixture import DEFAULT_SIZE, K, MixturePipelineOutput, _as_list, component_weights, denoise, prototypes
+from .mixture import (DEFAULT_SIZE, K, MixturePipelineOutput, _as_list, component_weights, denoise, pipeline_output,
+                      prototypes)
 
 VERSION = "1"
 
@@ -219,13 +219,7 @@ class MixtureFlowPipeline:
                 v = v_u + guidance_scale * (v_c - v_u)
             latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
 
-        images = ((unpack(latents, h, w).float() + 1) / 2).clamp(0, 1)
-        if output_type == "pt":
-            return MixturePipelineOutput(images=images)
-        arr = images.permute(0, 2, 3, 1).numpy().astype(np.float32)
-        if output_type == "np":
-            return MixturePipelineOutput(images=arr)
-        return MixturePipelineOutput(images=[Image.fromarray(np.round(a * 255).astype(np.uint8), "RGB") for a in arr])
+        return pipeline_output(((unpack(latents, h, w).float() + 1) / 2).clamp(0, 1), output_type)
 
     def ground_truth(
         self,
