@@ -505,6 +505,14 @@ def _as_list(value: Any, n: int, what: str) -> list:
     return [value] * n
 
 
+def guided_weights(prompts: list[str], negative_prompt: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """(unconditional, conditional) component weights per row, as the network's encoder_hidden_states."""
+    cond = np.stack([component_weights(p) for p in prompts])
+    negs = _as_list(negative_prompt, len(prompts), "negative_prompt")
+    uncond = np.stack([component_weights(n) for n in negs])
+    return torch.from_numpy(uncond).float(), torch.from_numpy(cond).float()
+
+
 def pipeline_output(images: torch.Tensor, output_type: str) -> MixturePipelineOutput:
     """(B, 3, H, W) images in [0, 1] as the pipeline's output_type asks: "pt", "np" (float HWC) or "pil"."""
     if output_type == "pt":
@@ -534,12 +542,6 @@ class MixturePipeline:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def _guided_weights(self, prompts: list[str], negative_prompt: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        cond = np.stack([component_weights(p) for p in prompts])
-        negs = _as_list(negative_prompt, len(prompts), "negative_prompt")
-        uncond = np.stack([component_weights(n) for n in negs])
-        return torch.from_numpy(uncond).float(), torch.from_numpy(cond).float()
-
     @torch.no_grad()
     def __call__(
         self,
@@ -563,7 +565,7 @@ class MixturePipeline:
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', not {output_type!r}")
         do_cfg = guidance_scale > 1.0
-        w_u, w_c = self._guided_weights(prompts, negative_prompt)
+        w_u, w_c = guided_weights(prompts, negative_prompt)
         hidden = torch.cat([w_u, w_c]) if do_cfg else w_c
 
         scheduler = self.scheduler

@@ -37,8 +37,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from .mixture import (DEFAULT_SIZE, K, MixturePipelineOutput, _as_list, component_weights, denoise, pipeline_output,
-                      prototypes)
+from .mixture import (DEFAULT_SIZE, K, MixturePipelineOutput, component_weights, denoise, guided_weights,
+                      pipeline_output, prototypes)
 
 VERSION = "1"
 
@@ -183,9 +183,7 @@ class MixtureFlowPipeline:
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', not {output_type!r}")
         do_cfg = guidance_scale > 1.0
-        w_c = torch.from_numpy(np.stack([component_weights(p) for p in prompts])).float()
-        negatives = _as_list(negative_prompt, b, "negative_prompt")
-        w_u = torch.from_numpy(np.stack([component_weights(n) for n in negatives])).float()
+        w_u, w_c = guided_weights(prompts, negative_prompt)
         hidden = torch.cat([w_u, w_c]) if do_cfg else w_c
 
         # FluxPipeline.prepare_latents: noise drawn as (B, C, H, W), then packed
