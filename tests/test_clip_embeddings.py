@@ -34,10 +34,10 @@ def image_tower_calls(monkeypatch):
     return calls
 
 
-def sweep(tmp_path, backbones):
+def sweep(tmp_path, backbones, metrics=("clip_score", "cmmd")):
     (tmp_path / "p.txt").write_text(PROMPTS)
     return dict(schedulers=["euler", "euler_a"], steps=[2, 6], seeds=2, reference_steps=20,
-                prompts=str(tmp_path / "p.txt"), out=str(tmp_path / "run"), metrics=["clip_score", "cmmd"],
+                prompts=str(tmp_path / "p.txt"), out=str(tmp_path / "run"), metrics=list(metrics),
                 backbones=backbones)
 
 
@@ -53,16 +53,19 @@ def independent_clip_scores(run, path):
     return dict(zip(images.key, (100 * (image * text).sum(-1)).tolist()))
 
 
-def test_one_backbone_embeds_each_image_once_for_both_metrics(tmp_path, image_tower_calls):
+@pytest.mark.parametrize("metrics", [("clip_score", "cmmd"), ("cmmd", "clip_score")])
+def test_one_backbone_embeds_each_image_once_for_both_metrics(tmp_path, image_tower_calls, metrics):
     register_tiny_clip()
     path = save_tiny_clip(tmp_path / "clip")
     backbone = backbone_string(path)
-    run = evalkit.score(sweep(tmp_path, {"clip_score": backbone, "cmmd": backbone}))
+    config = sweep(tmp_path, {"clip_score": backbone, "cmmd": backbone}, metrics)
+    run = evalkit.score(config)
     distinct = run.images.sha256.nunique()
     assert distinct == len(run.images) == 2 * 2 * 2 * 2 + 4  # sweep + references, all different images
     assert list(image_tower_calls.values()) == [distinct]  # once per image, for clip_score and CMMD together
     assert len(list((run.dir / "cache" / "features").iterdir())) == 1
-    assert run.score.computed == {"clip_score": distinct, "cmmd": 0}
+    # `computed`: clip_score counts the (image, prompt) scores it computed, CMMD the images it embedded
+    assert run.score.computed == {"clip_score": distinct, "cmmd": 0 if metrics[0] == "clip_score" else distinct}
 
     scores = run.scores.set_index("key").value
     expected = independent_clip_scores(run, path)
@@ -77,7 +80,7 @@ def test_one_backbone_embeds_each_image_once_for_both_metrics(tmp_path, image_to
     assert torch.allclose(torch.tensor(scores[run.images.key].to_numpy()), direct.double(), atol=1e-5, rtol=0)
 
     image_tower_calls.clear()  # a warm rerun embeds nothing
-    again = evalkit.score(sweep(tmp_path, {"clip_score": backbone, "cmmd": backbone}))
+    again = evalkit.score(config)
     assert not image_tower_calls and again.score.computed == {"clip_score": 0, "cmmd": 0}
     assert again.scores.set_index("key").value.equals(scores)
 
