@@ -143,11 +143,12 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
     else:
         raise ValueError(f"metric {spec.name}: unsupported inputs {spec.inputs!r}")
     # with shared image embeddings (spec.embeddings) the key names them too: a new backbone or preprocessing rescores
-    embeddings = spec.feature_id(options) if spec.embeddings else ""
-    cache_file = run.path / "cache" / "scores" / f"{spec.name}-{_digest(json.dumps(facts, sort_keys=True) + embeddings)}.json"
+    shared = spec.feature_id(options) if spec.embeddings else ""
+    cache_file = (run.path / "cache" / "scores"
+                  / f"{spec.name}-{_digest(json.dumps(facts, sort_keys=True) + shared)}.json")
     cache = _read_cache(cache_file)
     todo = rows[~rows.excluded & ~rows.content.isin(cache.keys())].drop_duplicates("content")
-    if embeddings:  # embedded once per image content, in the folder other metrics on this backbone read (CMMD)
+    if shared:  # embedded once per image content, in the folder other metrics on this backbone read (CMMD)
         store = feature_store(run.path, spec, options)
         store.compute(spec, options, [(sha, run.path / p) for sha, p in zip(todo.sha256, todo.path)], executor)
         chunks = ((list(chunk.content), (store.load(chunk.sha256), list(chunk.prompt)))
@@ -159,7 +160,7 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
     truncated_now: set[str] = set()
     for i, (contents, (values, truncated_prompts)) in enumerate(
             executor.map(functools.partial(MetricWorker, spec.plugin or spec.name, options),
-                         "score_embeddings" if embeddings else "score", chunks), start=1):
+                         "score_embeddings" if shared else "score", chunks), start=1):
         cache.update(zip(contents, values))
         truncated_now.update(truncated_prompts)
         if i % CHECKPOINT_EVERY == 0:
@@ -223,7 +224,8 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
 
     reference = references.groupby(["prompt_id", "seed"]).sha256.first()
     target_id = _target_id(target, target_shas)
-    cache_file = run.path / "cache" / "intervals" / f"{spec.name}-{_digest(spec.backbone + spec.feature_id(options))}.json"
+    cache_file = (run.path / "cache" / "intervals"
+                  / f"{spec.name}-{_digest(spec.backbone + spec.feature_id(options))}.json")
     cache = _read_cache(cache_file, valid=_is_interval)
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(units), size=(SET_BOOTSTRAP, len(units)))  # shared by every column: paired
