@@ -8,8 +8,9 @@ converges is the distribution of their images. The rule, as stated in summary.js
   1/(n(n-1)) sum_{i != j} h(z_i, z_j), h(z_i, z_j) = k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(x_j, y_i)
   (Gretton et al. 2012, MMD^2_u). Cross terms of the same unit are left out, so D is unbiased even though
   a column image and its reference share their starting noise; its expectation is 0 when the distributions
-  agree. Kernel: KID's (cubic polynomial on Inception pool features) in a run; the self-test may use a
-  weight-free Gaussian RBF on pixels (`pixel_kernel`).
+  agree. Kernel: in a run, CMMD's when cmmd is scored (Gaussian RBF, sigma 10, x1000, on the L2-normalised CLIP
+  image embeddings score cached), else KID's (cubic polynomial on Inception pool features); the self-test may use
+  a weight-free Gaussian RBF on pixels (`pixel_kernel`).
 - interval: 95% percentile bootstrap over units, paired across step counts (stats._resample_counts), each
   replicate the same U-statistic over distinct resampled indices (no unit is compared with its own copy).
 - tolerance = the noise floor of the target itself: split the target's units into two halves with the same
@@ -24,7 +25,15 @@ converges is the distribution of their images. The rule, as stated in summary.js
   synthetic coupled features: columns from the target's own law passed 120/120, a shift failed 40/40.
 - answer: the smallest swept s from which the CI's upper bound of D stays <= the tolerance at s and every
   larger swept count (the per-seed rule's shape, plateau._decide).
-With no distribution metric scored (KID needs the Inception weights) the rule does not judge: it says so.
+Which metric judges (JUDGES, first scored wins): CMMD, else KID; one metric, never both, so a run's answer is
+one stated test. CMMD first, for the reasons of Jayasumana et al. (CVPR 2024): CLIP embeddings represent the
+content of text-to-image outputs better than Inception's ImageNet features, and the Gaussian RBF is a
+characteristic kernel (MMD^2 = 0 only when the distributions are equal), whereas KID's cubic polynomial kernel
+compares only moments up to the third; both estimators here are unbiased and assume no normality (FID does).
+Requiring both to pass was considered and not done: two 95% bounds, each against its own noise floor, make a
+stricter test than either states, and the answer would hinge on the non-characteristic kernel's noise too; KID
+stays in the report and the gate as a set metric.
+With no distribution metric scored (CMMD needs CLIP weights, KID Inception's) the rule does not judge: it says so.
 """
 from __future__ import annotations
 
@@ -68,7 +77,15 @@ def pixel_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.exp(-np.clip(sq, 0.0, None) / x.shape[1] / (2.0 * PIXEL_BANDWIDTH ** 2))
 
 
-KERNELS = {"kid": ("KID's cubic polynomial kernel on Inception pool features", kid_kernel),
+def cmmd_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """CMMD's kernel (metrics.cmmd): 1000 x Gaussian RBF, sigma 10, on L2-normalised CLIP embeddings."""
+    from .metrics.cmmd import scaled_kernel
+
+    return scaled_kernel(x, y)
+
+
+KERNELS = {"cmmd": ("CMMD's Gaussian RBF kernel (sigma 10, x1000) on L2-normalised CLIP image embeddings", cmmd_kernel),
+           "kid": ("KID's cubic polynomial kernel on Inception pool features", kid_kernel),
            "pixel-mmd": (f"weight-free Gaussian RBF on [0, 1] pixels, h = {PIXEL_BANDWIDTH} RMS", pixel_kernel)}
 
 
@@ -157,28 +174,37 @@ def judge_schedulers(features: Callable[[list[str]], np.ndarray], sweep: pd.Data
     return out
 
 
-def rule_text(metric: str) -> str:
-    return RULE.format(kernel=KERNELS[metric][0])
+JUDGES = ("cmmd", "kid")  # run metrics the rule can judge on, the first scored one judges (module docstring)
+
+
+def rule_text(metric: str, backbone: str | None = None) -> str:
+    kernel = f"{metric}: {KERNELS[metric][0]}" + (f", backbone {backbone}" if backbone else "")
+    return RULE.format(kernel=kernel)
 
 
 def judge_run(run: Any, images: pd.DataFrame, config: Any, scored: Any, executor: Any = None) -> dict[str, Any]:
-    """The rule on a scored run with KID's Inception features (cached by score; references' computed if missing).
-    Without KID scored the block says why and judges nothing: a distance is never made up."""
+    """The rule on a scored run, on the first of JUDGES that was scored, with the per-image features score cached
+    (references' computed if missing, e.g. when the set metric's target is a folder). Without any of them scored
+    the block says why and judges nothing: a distance is never made up."""
     from .metrics import METRICS
     from .metrics.base import MetricOptions
-    from .score import FeatureStore, _digest, with_references
+    from .score import feature_store, with_references
 
-    if "kid" not in scored.set_scores:
-        why = scored.skipped.get("kid") or "kid is not among the scored metrics"
+    metric = next((m for m in JUDGES if m in scored.set_scores), None)
+    if metric is None:
+        why = "; ".join(f"{m}: {scored.skipped[m]}" if m in scored.skipped else f"{m} is not among the scored metrics"
+                        for m in JUDGES)
         return {"metric": None, "why": f"no distribution metric was scored ({why})"}
-    spec = METRICS.get("kid")
-    options = MetricOptions(device=config.device, batch_size=config.batch_size, backbone=config.backbones.get("kid"))
-    store = FeatureStore(run.path / "cache" / "features" / _digest(spec.features or spec.backbone + spec.preprocessing))
+    spec = METRICS.get(metric)
+    options = MetricOptions(device=config.device, batch_size=config.batch_size, backbone=config.backbones.get(metric))
+    store = feature_store(run.path, spec, options)
     pairs = with_references(images, config).dropna(subset=["reference_sha256"])
     refs = pairs.drop_duplicates("reference_sha256")
     store.compute(spec, options, [(sha, run.path / p) for sha, p in zip(refs.reference_sha256, refs.reference_path)],
                   executor)
-    return {"metric": "kid", "rule": rule_text("kid"), "schedulers": judge_schedulers(store.load, pairs, "kid")}
+    backbone = scored.metrics.get(metric, {}).get("backbone") if metric == "cmmd" else None
+    return {"metric": metric, **({"backbone": backbone} if backbone else {}), "rule": rule_text(metric, backbone),
+            "schedulers": judge_schedulers(store.load, pairs, metric)}
 
 
 def combine(entry: dict[str, Any], per_seed_kinds: list[str], distribution: dict[str, Any] | None) -> dict[str, Any]:

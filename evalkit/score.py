@@ -3,7 +3,9 @@
 Everything computed is cached by content: per-image values by (image sha256, reference sha256 or
 prompt) under a file named for the metric's backbone + preprocessing, set-metric features by image
 sha256 under a folder named for the feature extractor, set-metric intervals by their inputs (feature
-hashes, target, resampled units; metrics/resample.py computes them). A rerun computes nothing; new step counts
+hashes, target, resampled units; metrics/resample.py computes them). A per-image metric computed from image
+embeddings (clip_score) keeps them in that same kind of folder, named for backbone + preprocessing, so CMMD on
+the same backbone reads them instead of embedding each image again. A rerun computes nothing; new step counts
 or seeds compute only their new images; a change of backbone starts a new cache.
 """
 from __future__ import annotations
@@ -140,15 +142,25 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
         rows["content"] = [f"{sha}:{_digest(prompt)}" for sha, prompt in zip(rows.sha256, rows.prompt)]
     else:
         raise ValueError(f"metric {spec.name}: unsupported inputs {spec.inputs!r}")
-    cache_file = run.path / "cache" / "scores" / f"{spec.name}-{_digest(json.dumps(facts, sort_keys=True))}.json"
+    # with shared image embeddings (spec.embeddings) the key names them too: a new backbone or preprocessing rescores
+    shared = spec.feature_id(options) if spec.embeddings else ""
+    cache_file = (run.path / "cache" / "scores"
+                  / f"{spec.name}-{_digest(json.dumps(facts, sort_keys=True) + shared)}.json")
     cache = _read_cache(cache_file)
     todo = rows[~rows.excluded & ~rows.content.isin(cache.keys())].drop_duplicates("content")
-    chunks = ((list(chunk.content), (_read(run, chunk.path), _read(run, chunk.reference_path)
-                                     if spec.inputs == IMAGE_REFERENCE else list(chunk.prompt)))
-              for chunk in _chunks(todo, options.batch_size))
+    if shared:  # embedded once per image content, in the folder other metrics on this backbone read (CMMD)
+        store = feature_store(run.path, spec, options)
+        store.compute(spec, options, [(sha, run.path / p) for sha, p in zip(todo.sha256, todo.path)], executor)
+        chunks = ((list(chunk.content), (store.load(chunk.sha256), list(chunk.prompt)))
+                  for chunk in _chunks(todo, options.batch_size))
+    else:
+        chunks = ((list(chunk.content), (_read(run, chunk.path), _read(run, chunk.reference_path)
+                                         if spec.inputs == IMAGE_REFERENCE else list(chunk.prompt)))
+                  for chunk in _chunks(todo, options.batch_size))
     truncated_now: set[str] = set()
     for i, (contents, (values, truncated_prompts)) in enumerate(
-            executor.map(functools.partial(MetricWorker, spec.plugin or spec.name, options), "score", chunks), start=1):
+            executor.map(functools.partial(MetricWorker, spec.plugin or spec.name, options),
+                         "score_embeddings" if shared else "score", chunks), start=1):
         cache.update(zip(contents, values))
         truncated_now.update(truncated_prompts)
         if i % CHECKPOINT_EVERY == 0:
@@ -170,8 +182,7 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
                 options: MetricOptions, executor: Any) -> tuple[pd.DataFrame, int] | str:
     """Each (scheduler, steps) image set vs the target set, with a paired bootstrap over (prompt, seed) units."""
     target = config.fid_reference
-    extractor = (spec.features or spec.backbone + spec.preprocessing) + (f"\n{options.backbone}" if options.backbone else "")
-    store = FeatureStore(run.path / "cache" / "features" / _digest(extractor))
+    store = feature_store(run.path, spec, options)
     intact = images[[not is_broken(f) for f in images["flags"]]]  # broken images join no set
     every = images[images.role == SWEEP]
     sweep = intact[intact.role == SWEEP].sort_values(["prompt_id", "seed"])
@@ -213,7 +224,8 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
 
     reference = references.groupby(["prompt_id", "seed"]).sha256.first()
     target_id = _target_id(target, target_shas)
-    cache_file = run.path / "cache" / "intervals" / f"{spec.name}-{_digest(spec.backbone + extractor)}.json"
+    cache_file = (run.path / "cache" / "intervals"
+                  / f"{spec.name}-{_digest(spec.backbone + spec.feature_id(options))}.json")
     cache = _read_cache(cache_file, valid=_is_interval)
     rng = np.random.default_rng(0)
     draws = rng.integers(0, len(units), size=(SET_BOOTSTRAP, len(units)))  # shared by every column: paired
@@ -252,8 +264,15 @@ def _target_id(target: str, target_shas: list[str]) -> str:
     return _digest(json.dumps(sorted(target_shas)))
 
 
+def feature_store(run_path: Path, spec: MetricSpec, options: MetricOptions) -> FeatureStore:
+    """The folder of `spec`'s per-image features under `options`, named for their extractor (spec.feature_id):
+    metrics with the same extractor (clip_score and CMMD on one backbone, FID and KID) share it."""
+    return FeatureStore(run_path / "cache" / "features" / _digest(spec.feature_id(options)))
+
+
 class FeatureStore:
-    """Set-metric features, one .npy per image content hash, for one feature extractor."""
+    """Per-image features (set metrics, shared image embeddings), one .npy per image content hash, for one
+    feature extractor."""
 
     def __init__(self, folder: Path):
         self.folder = folder
@@ -311,6 +330,12 @@ class MetricWorker:
         with torch.no_grad():
             batch = decode_images(images)
             values = self.scorer.score(batch, others if isinstance(others[0], str) else decode_images(others))
+        return [float(v) for v in values], sorted(getattr(self.scorer, "truncated_prompts", ()))
+
+    def score_embeddings(self, embeddings: np.ndarray, prompts: list[str]) -> tuple[list[float], list[str]]:
+        """Per-image values from cached image embeddings (specs with `embeddings`) and prompts."""
+        with torch.no_grad():
+            values = self.scorer.score_embeddings(torch.from_numpy(embeddings), prompts)
         return [float(v) for v in values], sorted(getattr(self.scorer, "truncated_prompts", ()))
 
     def features(self, images: list[bytes]) -> np.ndarray:

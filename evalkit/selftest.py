@@ -154,7 +154,7 @@ def stochastic_selftest(config: SweepConfig, truth_cache: RunDir) -> list[dict[s
     those weights are present (then summary.json's own answer is the harness's), else the weight-free pixel
     RBF (distribution.pixel_kernel) on both sides; each row names it."""
     from .distribution import judge_schedulers
-    from .score import FeatureStore, _digest, with_references
+    from .score import feature_store, with_references
 
     stochastic = tuple(s for s in config.schedulers if SCHEDULERS.get(s).stochastic)
     if config.guidance is not None and config.guidance > 1.0:  # guided ODE and SDE flows sample different laws
@@ -175,7 +175,7 @@ def stochastic_selftest(config: SweepConfig, truth_cache: RunDir) -> list[dict[s
     shas = {unit: hashlib.sha256(path.read_bytes()).hexdigest() for unit, path in truth.items()}
     pairs["truth_sha256"] = [shas[(p, s)] for p, s in zip(pairs.prompt_id, pairs.seed)]
     if learned:
-        store = FeatureStore(result.dir / "cache" / "features" / _digest(kid.features))
+        store = feature_store(result.dir, kid, MetricOptions())
         store.compute(kid, MetricOptions(batch_size=config.batch_size), [(shas[u], truth[u]) for u in truth])
         features, metric = store.load, "kid"
         summary = json.loads((result.dir / "summary.json").read_text())["min_steps"]["schedulers"]

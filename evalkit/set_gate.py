@@ -23,8 +23,8 @@ import numpy as np
 from .errors import EvalkitError
 from .gate import LEVEL, SEED, Outcome, Rule, RunData
 from .metrics import METRICS
-from .metrics.base import MetricSpec
-from .score import IMAGE_SUFFIXES, SET_BOOTSTRAP, FeatureStore, _digest, with_references
+from .metrics.base import MetricOptions, MetricSpec
+from .score import IMAGE_SUFFIXES, SET_BOOTSTRAP, feature_store, with_references
 from .store import RunDir
 
 UNIT = ["prompt_id", "seed"]
@@ -74,8 +74,7 @@ class _RunFeatures:
 
     def __init__(self, run: RunData, spec: MetricSpec):
         self.run, self.spec = run, spec
-        self.store = FeatureStore(run.dir / "cache" / "features" / _digest(spec.features or spec.backbone
-                                                                          + spec.preprocessing))
+        self.store = feature_store(run.dir, spec, MetricOptions(backbone=run.config.backbones.get(spec.name)))
         images = RunDir(run.dir).current_images()
         self.pairs = with_references(images, run.config).set_index(["scheduler", "steps", *UNIT]).sort_index()
         self.target = run.config.fid_reference

@@ -86,7 +86,7 @@ def warnings_for(table: pd.DataFrame, config: SweepConfig, images: pd.DataFrame 
     stochastic = [s for s in config.schedulers if SCHEDULERS.get(s).stochastic]
     if stochastic:
         out.append(f"{', '.join(stochastic)}: stochastic sampler(s): reference-based metrics are computed but never "
-                   "converge per seed; judge them on distribution metrics (FID/KID)")
+                   "converge per seed; judge them on distribution metrics (the distribution rule: CMMD or KID)")
     return out
 
 

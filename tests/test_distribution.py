@@ -80,6 +80,70 @@ def test_every_scheduler_gets_an_answer_with_its_rule_named(kid_run):
     assert "distribution" in report and "per-seed convergence" in report
 
 
+@pytest.fixture(scope="module")
+def cmmd_run(tmp_path_factory):
+    from fake_clip import backbone_string, save_tiny_clip
+
+    root = tmp_path_factory.mktemp("dist-cmmd")
+    (root / "prompts.txt").write_text(PROMPTS)
+    backbone = backbone_string(save_tiny_clip(root / "clip"))
+    return evalkit.run({"prompts": str(root / "prompts.txt"), "seeds": 2, "steps": [1, 4, 15],
+                        "schedulers": ["euler", "euler_a"], "metrics": ["ssim", "cmmd"], "reference_steps": 30,
+                        "backbones": {"cmmd": backbone}, "out": str(root / "run")})
+
+
+def test_cmmd_judges_every_scheduler_when_scored(cmmd_run):
+    block = json.loads((cmmd_run.dir / "summary.json").read_text())["min_steps"]
+    backbone = cmmd_run.config.backbones["cmmd"]
+    assert block["distribution"] == {"metric": "cmmd", "backbone": backbone, "rule": distribution.rule_text(
+        "cmmd", backbone)}
+    assert f"cmmd: CMMD's Gaussian RBF kernel (sigma 10, x1000) on L2-normalised CLIP image embeddings, backbone " \
+           f"{backbone}" in block["rule"]
+    entries = block["schedulers"]
+    assert set(entries["euler"]["rules"]) == {"per-seed convergence", "distribution"}
+    assert set(entries["euler_a"]["rules"]) == {"distribution"}
+    for entry in entries.values():
+        dist = entry["distribution"]
+        assert dist["metric"] == "cmmd" and dist["n"] == 6 and dist["tolerance"] > 0
+        assert dist["distance"].startswith("paired MMD^2, CMMD's Gaussian RBF")
+        assert [e["steps"] for e in dist["evidence"]] == [1, 4, 15]
+        assert (entry["min_steps"] is not None) == entry["reached"] and entry["judged_by"]
+    # D is the paired U-statistic of CMMD's kernel on the embeddings score cached, checked by loops
+    from evalkit.metrics.cmmd import scaled_kernel
+    from evalkit.score import feature_store, with_references
+
+    spec = evalkit.metrics.METRICS.get("cmmd")
+    store = feature_store(cmmd_run.dir, spec, evalkit.metrics.base.MetricOptions(backbone=backbone))
+    pairs = with_references(cmmd_run.images, cmmd_run.config)
+    column = pairs[(pairs.scheduler == "euler_a") & (pairs.steps == 15)].sort_values(["prompt_id", "seed"])
+    x, y = store.load(column.sha256), store.load(column.reference_sha256)
+    n = len(x)
+
+    def k(a, b):
+        return float(scaled_kernel(a[None], b[None])[0, 0])
+
+    direct = sum(k(x[i], x[j]) + k(y[i], y[j]) - k(x[i], y[j]) - k(x[j], y[i])
+                 for i in range(n) for j in range(n) if i != j) / (n * (n - 1))
+    assert entries["euler_a"]["distribution"]["evidence"][-1]["distance"] == pytest.approx(direct, rel=1e-9)
+    report = (cmmd_run.dir / "report.html").read_text()
+    assert "distribution (cmmd)" in report and "CMMD&#x27;s Gaussian RBF kernel" in report
+
+
+def test_cmmd_is_chosen_over_kid_when_both_are_scored(cmmd_run):
+    """The first scored of JUDGES judges: with KID also scored the answer is still CMMD's (the KID column here is a
+    stand-in; only which metric judges is under test, and KID's features are never read)."""
+    import dataclasses
+
+    from evalkit.store import RunDir
+
+    both = dataclasses.replace(cmmd_run.score, set_scores={"kid": cmmd_run.score.set_scores["cmmd"],
+                                                           **cmmd_run.score.set_scores})
+    block = distribution.judge_run(RunDir(cmmd_run.dir), cmmd_run.images, cmmd_run.config, both)
+    assert distribution.JUDGES == ("cmmd", "kid") and block["metric"] == "cmmd"
+    summary = json.loads((cmmd_run.dir / "summary.json").read_text())["min_steps"]["schedulers"]
+    assert block["schedulers"]["euler_a"]["evidence"] == summary["euler_a"]["distribution"]["evidence"]
+
+
 def test_without_a_distribution_metric_the_rule_says_so(tmp_path):
     (tmp_path / "prompts.txt").write_text(PROMPTS)
     run = evalkit.score({"prompts": str(tmp_path / "prompts.txt"), "seeds": 2, "steps": [2, 4],
@@ -87,7 +151,8 @@ def test_without_a_distribution_metric_the_rule_says_so(tmp_path):
                        "out": str(tmp_path / "run")})
     entry = json.loads((run.dir / "summary.json").read_text())["min_steps"]["schedulers"]["euler_a"]
     assert entry["min_steps"] is None and entry["rules"] == {}
-    assert "stochastic" in entry["why"] and "no distribution metric was scored (kid is not among" in entry["why"]
+    assert "stochastic" in entry["why"] and ("no distribution metric was scored (cmmd is not among the scored metrics; "
+                                             "kid is not among the scored metrics)") in entry["why"]
 
 
 @pytest.fixture(scope="module")

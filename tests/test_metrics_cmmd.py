@@ -105,3 +105,7 @@ def test_cmmd_without_weights_is_skipped_with_the_fetch_command(tmp_path, monkey
     why = run.score.skipped["cmmd"]
     assert why.startswith("missing weights: open_clip ViT-L-14-336/openai weights")
     assert "hf download timm/vit_large_patch14_clip_336.openai" in why
+    # the distribution rule says why it could not judge: CMMD skipped, KID not asked for
+    block = json.loads((run.dir / "summary.json").read_text())["min_steps"]
+    assert block["distribution"] == {"metric": None, "why": f"no distribution metric was scored (cmmd: {why}; "
+                                                           "kid is not among the scored metrics)"}

@@ -226,6 +226,35 @@ def test_with_min_steps(run_dir, tmp_path):
     assert marks["min useful steps"]["x"] == [4] and marks["knee"]["x"] == [2]
 
 
+def test_min_steps_table_names_the_rules_that_judged_a_cmmd_run(tmp_path):
+    """Each scheduler's "judged by" cell names its rules with their answers (per-seed convergence, absolute,
+    distribution with the metric that judged it: cmmd here), as summary.json has them."""
+    from fake_clip import backbone_string, save_tiny_clip
+
+    (tmp_path / "prompts.txt").write_text("a cat\na red car\n")
+    backbone = backbone_string(save_tiny_clip(tmp_path / "clip"))
+    run = evalkit.run({"schedulers": SCHEDULERS, "steps": [2, 8], "seeds": 4, "prompts": str(tmp_path / "prompts.txt"),
+                       "out": str(tmp_path / "run"), "reference_steps": 20, "metrics": ["ssim", "clip_score", "cmmd"],
+                       "backbones": {"clip_score": backbone, "cmmd": backbone}})
+    block = json.loads((run.dir / "summary.json").read_text())["min_steps"]
+    text = run.report.read_text()
+    table = text[text.index('<table class="data min-steps"'):]
+    rows = {row.split("</td>")[0]: row for row in table[:table.index("</table>")].split("<tr")[2:]}
+    for name in SCHEDULERS:
+        entry = block["schedulers"][name]
+        assert entry["distribution"]["metric"] == "cmmd"
+        cell = rows[f'><td>{name}'] if f'><td>{name}' in rows else rows[f' class="unreached"><td>{name}']
+        cell = cell.split("<td>")[-1]
+        for rule, answer in entry["rules"].items():
+            label = "distribution (cmmd)" if rule == "distribution" else rule
+            shown = answer["min_steps"] if answer["reached"] else "&gt;max"
+            bold = rule in entry["judged_by"]
+            assert f"{'<b>' if bold else ''}{label}: {shown}{'</b>' if bold else ''}" in cell
+    assert set(block["schedulers"]["euler"]["rules"]) == {"per-seed convergence", "absolute", "distribution"}
+    assert set(block["schedulers"]["euler_a"]["rules"]) == {"absolute", "distribution"}
+    assert "cmmd: CMMD&#x27;s Gaussian RBF kernel" in text  # the rule text names the metric and kernel
+
+
 def test_learned_metrics_skipped(run_dir, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)

@@ -120,3 +120,17 @@ def test_missing_cached_features_are_a_one_line_error(runs, tmp_path):
         judge_set_regression(Rule("regression", "t", metric="fid"), load_run(runs["base"]), load_run(broken),
                              [("euler", 15)])
     assert np.isfinite(load_run(runs["base"]).set_value("fid", ("euler", 15)))
+
+
+def test_cmmd_on_a_configured_backbone_is_gated_from_the_runs_own_embedding_cache(tmp_path, capsys):
+    """The gate reads the feature folder score wrote for the run's cmmd backbone (not the default's)."""
+    from fake_clip import backbone_string, save_tiny_clip
+
+    (tmp_path / "prompts.txt").write_text(PROMPTS)
+    backbone = backbone_string(save_tiny_clip(tmp_path / "clip"))
+    sweep = {"schedulers": ["euler"], "steps": [3, 15], "seeds": 3, "prompts": str(tmp_path / "prompts.txt"),
+             "reference_steps": 30, "metrics": ["cmmd"], "backbones": {"cmmd": backbone}}
+    base, same = (evalkit.score({**sweep, "out": str(tmp_path / name)}).dir for name in ("base", "same"))
+    code = gate_main(base, same, rules=rules(tmp_path, "[[regression]]\nmetric = 'cmmd'\nmax_drop = 0\n"))
+    out = capsys.readouterr().out
+    assert code == 0 and out.count("regression cmmd euler@") == 2 and "6 units resampled jointly" in out

@@ -52,6 +52,11 @@ class MetricSpec:
     # set metrics: what identifies their per-image features (metrics that share it share the feature
     # cache), the distance between two feature sets, and optionally to precomputed (mu, sigma)
     features: str = ""
+    # metrics computed from image embeddings of a selectable backbone: the embeddings' identity (backbone and the
+    # preprocessing it implies) for given options. Metrics with equal identities share one feature folder, and a
+    # per-image metric with it scores from the cached embeddings (scorer.score_embeddings), so a backbone shared
+    # by clip_score and CMMD runs its image tower once per image.
+    embeddings: Callable[[MetricOptions], str] | None = field(default=None, repr=False)
     compare: Callable[..., float] | None = field(default=None, repr=False)
     compare_stats: Callable[..., float] | None = field(default=None, repr=False)
     # set metrics: (features, resample.SetTarget, (B, n) counts) -> (value, B bootstrap replicates)
@@ -64,6 +69,12 @@ class MetricSpec:
     def missing_weights(self, options: MetricOptions) -> list[WeightFile]:
         return [w for w in self.weights(options) if not w.found()]
 
+    def feature_id(self, options: MetricOptions) -> str:
+        """What identifies this metric's cached per-image features under `options` (a feature folder's name)."""
+        if self.embeddings is not None:
+            return self.embeddings(options)
+        return (self.features or self.backbone + self.preprocessing) + (f"\n{options.backbone}" if options.backbone else "")
+
 
 class PairScorer(Protocol):
     """image+reference: one value per (image, reference) pair."""
@@ -75,6 +86,15 @@ class PromptScorer(Protocol):
     """image+prompt: one value per (image, prompt) pair."""
 
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor: ...
+
+
+class EmbeddingScorer(PromptScorer, Protocol):
+    """image+prompt from cacheable image embeddings (specs with `embeddings`): `features` fills the shared
+    feature folder, `score_embeddings` scores those embeddings against prompts."""
+
+    def features(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def score_embeddings(self, embeddings: torch.Tensor, prompts: list[str]) -> torch.Tensor: ...
 
 
 class SetScorer(Protocol):

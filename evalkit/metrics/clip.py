@@ -37,6 +37,10 @@ shortest side to ``image_size``, PIL's antialiased bicubic), ``CenterCrop(image_
 0.40821073) and std (0.26862954, 0.26130258, 0.27577711). Images are preprocessed one by one,
 so results do not depend on the batch size beyond float rounding in the encoder.
 
+Image embeddings are cached by image content in a feature folder named by :func:`embedding_id` (the
+backbone and the eval preprocessing open_clip builds for it); CMMD with the same backbone reads the same
+folder, so each image goes through the image tower once for both metrics.
+
 Text: open_clip's tokenizer for the model (``SimpleTokenizer``, BPE vocab shipped inside the
 package) truncates to the context length (77) keeping the end-of-text token. The scorer counts
 distinct prompts that were truncated (``scorer.truncated``) and warns once per call that saw new
@@ -102,6 +106,32 @@ def parse_backbone(backbone: str | None) -> Backbone:
     raise EvalkitError(f"clip_score backbone {text!r}: expected MODEL/PRETRAINED (e.g. {DEFAULT_BACKBONE};"
                        " `python -c \"import open_clip; print(open_clip.list_pretrained())\"` lists them)"
                        " or MODEL@/path/to/checkpoint.pt")
+
+
+EMBEDDINGS = "open_clip image embeddings, L2-normalised (clip.ClipScorer.image_features)"
+
+
+def embedding_id(backbone: str | None) -> str:
+    """What identifies a backbone's image embeddings: the backbone (model, pretrained tag or checkpoint) and the
+    eval transform open_clip builds for it, so a change to either names a new feature folder."""
+    parsed = parse_backbone(backbone)
+    return f"{EMBEDDINGS}\n{parsed}\n{eval_preprocess(parsed)}"
+
+
+def eval_preprocess(backbone: Backbone) -> str:
+    """repr of the eval transform ``create_model_and_transforms`` returns for the backbone, derived from open_clip's
+    configs without loading weights (its factory's order: defaults, then the tag's config, then the model's size)."""
+    import open_clip
+    from open_clip.transform import PreprocessCfg, image_transform_v2, merge_preprocess_dict
+    from open_clip.utils import to_2tuple
+
+    model_cfg = open_clip.get_model_config(backbone.model.replace("/", "-"))
+    if model_cfg is None:
+        raise EvalkitError(f"clip_score backbone {backbone}: unknown open_clip model {backbone.model!r}: use a model "
+                           "from `python -c \"import open_clip; print(open_clip.list_models())\"`")
+    cfg = merge_preprocess_dict(PreprocessCfg(), _pretrained_cfg(backbone) if backbone.pretrained else {})
+    cfg["size"] = to_2tuple(model_cfg["vision_cfg"].get("image_size", cfg["size"]))
+    return repr(image_transform_v2(PreprocessCfg(**cfg), is_train=False))
 
 
 def hf_hub_cache() -> Path:
@@ -238,6 +268,10 @@ class ClipScorer:
         arrays = images.detach().cpu().permute(0, 2, 3, 1).contiguous().numpy()
         return torch.stack([self.preprocess(Image.fromarray(a)) for a in arrays])
 
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """What the shared feature folder stores per image (see `embedding_id`)."""
+        return self.image_features(images)
+
     @torch.no_grad()
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised image embeddings (B, D), float32 on CPU."""
@@ -293,11 +327,15 @@ class ClipScorer:
     # -- score ----------------------------------------------------------------------------
     def score(self, images: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """``100 * cos(image, prompt)`` per pair, shape (B,), float32, unclamped."""
-        if len(prompts) != images.shape[0]:
-            raise ValueError(f"clip_score: {images.shape[0]} images but {len(prompts)} prompts")
+        return self.score_embeddings(self.image_features(images), prompts)
+
+    def score_embeddings(self, embeddings: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """The same score from L2-normalised image embeddings (`image_features`, e.g. read from the feature cache)."""
+        if len(prompts) != embeddings.shape[0]:
+            raise ValueError(f"clip_score: {embeddings.shape[0]} images but {len(prompts)} prompts")
         if not prompts:
             return torch.zeros(0)
-        return 100.0 * (self.image_features(images) * self.text_features(prompts)).sum(dim=-1)
+        return 100.0 * (embeddings.float() * self.text_features(prompts)).sum(dim=-1)
 
 
 def build(options: MetricOptions) -> ClipScorer:
@@ -334,4 +372,5 @@ CLIP_SCORE = register(MetricSpec(
     preprocessing=PREPROCESSING,
     build=build,
     weights=weights,
+    embeddings=lambda options: embedding_id(options.backbone),
 ))

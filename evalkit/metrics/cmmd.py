@@ -12,12 +12,12 @@ matrices (the biased V-statistic, which adds (1 - mean k_xx off-diagonal)/n-type
 Backbone: the paper's CLIP ViT-L/14 at 336 px (open_clip ``ViT-L-14-336`` with the ``openai`` tag) by
 default; any open_clip backbone via ``backbones = { cmmd = "MODEL/TAG" }`` or ``"MODEL@/path/ckpt"``, loaded
 and preprocessed exactly as ``clip_score`` does (evalkit/metrics/clip.py). Embeddings are cached by image
-content in a feature folder named for the backbone and preprocessing.
+content in a feature folder named for the backbone and preprocessing (clip.embedding_id), the same folder
+clip_score reads when it uses the same backbone: each image is embedded once for both.
 """
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from . import clip, register
 from .base import REALISM, SET, MetricOptions, MetricSpec
@@ -49,23 +49,18 @@ def cmmd_replicates(features: np.ndarray, target: SetTarget, counts: np.ndarray)
     return mmd_replicates(scaled_kernel, features, target, counts)
 
 
-class CMMDScorer:
-    """set: L2-normalised open_clip image embeddings (clip_score's own loader and preprocessing)."""
-
-    def __init__(self, options: MetricOptions):
-        self.clip = clip.build(options)
-
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        return self.clip.image_features(images).double()
+def _with_default(options: MetricOptions) -> MetricOptions:
+    return MetricOptions(device=options.device, batch_size=options.batch_size,
+                         backbone=options.backbone or DEFAULT_BACKBONE)
 
 
 def weights(options: MetricOptions):
-    return clip.weights(MetricOptions(backbone=options.backbone or DEFAULT_BACKBONE))
+    return clip.weights(_with_default(options))
 
 
-def build(options: MetricOptions) -> CMMDScorer:
-    return CMMDScorer(MetricOptions(device=options.device, batch_size=options.batch_size,
-                                    backbone=options.backbone or DEFAULT_BACKBONE))
+def build(options: MetricOptions) -> clip.ClipScorer:
+    """clip_score's scorer: its `features` are the L2-normalised image embeddings CMMD compares."""
+    return clip.build(_with_default(options))
 
 
 CMMD_SPEC = register(MetricSpec(
@@ -77,7 +72,7 @@ CMMD_SPEC = register(MetricSpec(
     preprocessing=clip.PREPROCESSING.split(" Text:")[0].replace("ViT-B-32: image_size 224",
                                                                   "ViT-L-14-336: image_size 336").rstrip(". ")
     + f"; L2-normalised embeddings, Gaussian RBF sigma {SIGMA:g}, x{SCALE:g}, unbiased MMD^2",
-    features=f"open_clip image embeddings, L2-normalised (clip.ClipScorer.image_features); {DEFAULT_BACKBONE} unless set",
+    embeddings=lambda options: clip.embedding_id(options.backbone or DEFAULT_BACKBONE),
     compare=cmmd,
     replicates=cmmd_replicates,
     build=build,

@@ -249,7 +249,9 @@ def judged_by(info: dict) -> str:
     if not rules:
         return "no rule could judge" if rules == {} else "—"
     deciding = set(info.get("judged_by") or ())
-    parts = [f"{'<b>' if k in deciding else ''}{esc(k)}: {esc(r.get('min_steps') if r.get('reached') else '>max')}"
+    metric = (info.get("distribution") or {}).get("metric")  # which distance the distribution rule judged on
+    parts = [f"{'<b>' if k in deciding else ''}{esc(k)}{f' ({esc(metric)})' if k == 'distribution' and metric else ''}"
+             f": {esc(r.get('min_steps') if r.get('reached') else '>max')}"
              f"{'</b>' if k in deciding else ''}" for k, r in rules.items()]
     return "<br>".join(parts)
 
