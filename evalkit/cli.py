@@ -81,12 +81,12 @@ def render(config: Optional[str] = _CONFIG, backend: Optional[str] = _BACKEND,
 @app.command()
 def score(config: Optional[str] = _CONFIG, backend: Optional[str] = _BACKEND,
           ray_address: Optional[str] = _RAY_ADDRESS, workers: Optional[int] = _WORKERS,
-          gpus_per_worker: Optional[float] = _GPUS):
+          gpus_per_worker: Optional[float] = _GPUS, progress: bool = typer.Option(True, help="Show progress bars.")):
     """Stage 2 only (renders anything missing first), for a config file or an existing run folder."""
     source = _stage_config(config, backend, ray_address, workers, gpus_per_worker)
     from .runner import score as score_stage
 
-    _report(score_stage(source))
+    _report(score_stage(source, progress=progress))
 
 
 def _stage_config(config, backend, ray_address, workers, gpus_per_worker):

@@ -112,9 +112,9 @@ def check_run_folder(path: Path) -> None:
 
 
 def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, rendered: Run | None = None,
-          **overrides: Any) -> Run:
+          progress: bool = False, **overrides: Any) -> Run:
     """Stage 2 for a rendered sweep: per-image scores, aggregates with CIs, summary.json."""
-    result = rendered or render(config, **overrides)
+    result = rendered or render(config, progress=progress, **overrides)
     config = result.config
     run_dir = RunDir(result.dir)
     names = list(config.metrics) or METRICS.names()
@@ -122,7 +122,7 @@ def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None
     executor = make_executor(config)
     with run_dir.lock():
         images = result.images
-        outcome = score_images(run_dir, images, config, names, executor)
+        outcome = score_images(run_dir, images, config, names, executor, progress)
         table = summarize_scores(run_dir, images, config, outcome)
         distribution = judge_run(run_dir, images, config, outcome, executor)  # the distribution rule
         plateau = summarize_plateau(table, join_values(outcome.scores, images), images, config.tolerances or None,
@@ -148,7 +148,7 @@ def run(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, 
         plotly_js: str = "inline", **overrides: Any) -> Run:
     """All stages for a config: render what is missing, score, and write report.html."""
     check_plotly_js(plotly_js)  # a typo fails before anything renders
-    result = score(rendered=render(config, progress=progress, **overrides))
+    result = score(rendered=render(config, progress=progress, **overrides), progress=progress)
     result.report = report(result.dir, plotly_js)
     return result
 

@@ -56,8 +56,9 @@ class ScoreResult:
 
 
 def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: list[str],
-                 executor: Any = None) -> ScoreResult:
-    """Score on the executor's workers (default: this process); the driver reads images and writes caches."""
+                 executor: Any = None, progress: bool = False) -> ScoreResult:
+    """Score on the executor's workers (default: this process); the driver reads images and writes caches.
+    With `progress`, a bar per metric (and per feature extractor) for the images it computes now."""
     executor = executor or LocalExecutor()
     result = ScoreResult(scores=pd.DataFrame(columns=SCORE_COLUMNS))
     pairs = with_references(images, config)
@@ -78,14 +79,14 @@ def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: 
             result.skipped[name] = "missing weights: " + "; ".join(
                 f"{w.description} at {w.path()} (fetch: {w.fetch})" for w in missing)
         elif spec.inputs == SET:
-            outcome = _set_metric(spec, run, images, config, options, executor)
+            outcome = _set_metric(spec, run, images, config, options, executor, progress)
             if isinstance(outcome, str):
                 result.skipped[name] = outcome
             else:
                 result.set_scores[name], result.computed[name] = outcome
         else:
             frame, result.computed[name], truncated = _image_metric(spec, run, images, pairs, options,
-                                                                    result.metrics[name], executor)
+                                                                    result.metrics[name], executor, progress)
             frames.append(frame)
             if truncated:
                 result.warnings.append(f"{name}: {len(truncated)} prompt(s) longer than the text encoder's context "
@@ -131,7 +132,7 @@ def broken_counts(images: pd.DataFrame, pairs: pd.DataFrame, names: list[str],
 
 
 def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd.DataFrame, options: MetricOptions,
-                  facts: dict[str, Any], executor: Any) -> tuple[pd.DataFrame, int, list[str]]:
+                  facts: dict[str, Any], executor: Any, progress: bool = False) -> tuple[pd.DataFrame, int, list[str]]:
     """Per-image values, computed only for contents not in the cache; the backbone is built only if needed.
     Also returns this sweep's prompts the scorer had to truncate (kept beside the cache for reruns)."""
     if spec.inputs == IMAGE_REFERENCE:
@@ -150,7 +151,8 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
     todo = rows[~rows.excluded & ~rows.content.isin(cache.keys())].drop_duplicates("content")
     if shared:  # embedded once per image content, in the folder other metrics on this backbone read (CMMD)
         store = feature_store(run.path, spec, options)
-        store.compute(spec, options, [(sha, run.path / p) for sha, p in zip(todo.sha256, todo.path)], executor)
+        store.compute(spec, options, [(sha, run.path / p) for sha, p in zip(todo.sha256, todo.path)], executor,
+                      progress)
         chunks = ((list(chunk.content), (store.load(chunk.sha256), list(chunk.prompt)))
                   for chunk in _chunks(todo, options.batch_size))
     else:
@@ -158,13 +160,16 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
                                          if spec.inputs == IMAGE_REFERENCE else list(chunk.prompt)))
                   for chunk in _chunks(todo, options.batch_size))
     truncated_now: set[str] = set()
+    bar = _bar(len(todo), spec.name, progress)
     for i, (contents, (values, truncated_prompts)) in enumerate(
             executor.map(functools.partial(MetricWorker, spec.plugin or spec.name, options),
                          "score_embeddings" if shared else "score", chunks), start=1):
+        bar.update(len(contents))
         cache.update(zip(contents, values))
         truncated_now.update(truncated_prompts)
         if i % CHECKPOINT_EVERY == 0:
             _write_json(cache_file, cache)
+    bar.close()
     notes_file = cache_file.with_suffix(".truncated.json")
     notes = _read_cache(notes_file, list)
     truncated = {p for p in notes if isinstance(p, str)}
@@ -179,7 +184,7 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
 
 
 def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: SweepConfig,
-                options: MetricOptions, executor: Any) -> tuple[pd.DataFrame, int] | str:
+                options: MetricOptions, executor: Any, progress: bool = False) -> tuple[pd.DataFrame, int] | str:
     """Each (scheduler, steps) image set vs the target set, with a paired bootstrap over (prompt, seed) units."""
     target = config.fid_reference
     store = feature_store(run.path, spec, options)
@@ -204,7 +209,7 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
             raise EvalkitError(f"fid_reference {target} is not 'references', an .npz with mu/sigma, or a folder "
                                "with at least 2 images: point it at one of those")
         files += [(hashlib.sha256(data).hexdigest(), path) for data, path in folder]
-    computed = store.compute(spec, options, files, executor)
+    computed = store.compute(spec, options, files, executor, progress)
     target_shas = [sha for sha, _ in files[len(sweep):]]
 
     @functools.cache
@@ -281,7 +286,7 @@ class FeatureStore:
         return self.folder / f"{sha}.npy"
 
     def compute(self, spec: MetricSpec, options: MetricOptions, files: list[tuple[str, Path]],
-                executor: Any = None) -> int:
+                executor: Any = None, progress: bool = False) -> int:
         """Features for the files not yet stored, on the executor's workers (one backbone replica each);
         images of different sizes go in separate batches."""
         executor = executor or LocalExecutor()
@@ -296,11 +301,14 @@ class FeatureStore:
         chunks = (([sha for sha, _ in group[start:start + options.batch_size]],
                    ([p.read_bytes() for _, p in group[start:start + options.batch_size]],))
                   for group in by_size.values() for start in range(0, len(group), options.batch_size))
+        bar = _bar(len(todo), f"{spec.name} features", progress)
         for shas, features in executor.map(functools.partial(MetricWorker, spec.plugin or spec.name, options), "features", chunks):
+            bar.update(len(shas))
             for sha, row in zip(shas, features):
                 buffer = io.BytesIO()
                 np.save(buffer, row)
                 atomic_write(self.path(sha), buffer.getvalue())
+        bar.close()
         return len(todo)
 
     def load(self, shas) -> np.ndarray:
@@ -361,6 +369,13 @@ def _read(run: RunDir, paths: Iterable[str]) -> list[bytes]:
 def _chunks(table: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:
     for start in range(0, len(table), size):
         yield table.iloc[start:start + size]
+
+
+def _bar(total: int, what: str, enabled: bool) -> Any:
+    """A progress bar over the images a metric computes now (the render stage's style; off for the library)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="img", desc=f"score {what}", disable=not enabled or not total)
 
 
 def _digest(text: str) -> str:

@@ -83,3 +83,16 @@ def test_console_script_lists_schedulers_and_reports_errors_without_traceback(tm
     bad = subprocess.run([sys.executable, "-m", "evalkit", "run", "--steps", "-3"], capture_output=True, text=True,
                          cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_score_stage_shows_a_bar_per_metric_for_the_images_it_computes(tmp_path, prompts, evalkit_cli):
+    """The score stage can take minutes on real backbones: each metric shows how far it is; a warm rerun shows none."""
+    out = tmp_path / "run"
+    args = ["run", "--prompts", prompts, "--out", str(out), "--steps", "1,2", "--seeds", "1", "--metrics", "ssim,psnr"]
+    code, _, err = evalkit_cli(args)
+    assert code == 0
+    assert "score ssim" in err and "score psnr" in err, err
+    code, _, err = evalkit_cli(args)
+    assert code == 0 and "score ssim" not in err and "render" not in err
+    code, _, err = evalkit_cli(["score", str(out), "--no-progress"])
+    assert code == 0 and err == ""
