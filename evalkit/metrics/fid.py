@@ -17,7 +17,7 @@ different FIDs), then mapped to [-1, 1) with ``(x - 128) / 128``. Features: the 
 output, returned here as float64.
 
 Comparison, the one path that runs (the specs' ``compare`` / ``compare_stats``): the exact Fréchet
-distance from the features' Gram matrices (``frechet_distance_fast``, or ``frechet_distance_to_stats``
+distance from the features' Gram matrices or d x d QR factors (``frechet_distance_fast``, or ``frechet_distance_to_stats``
 against precomputed mu/sigma) and KID as torchmetrics' unbiased polynomial-kernel MMD^2 on whole sets
 (``mmd2_unbiased``). The tests check these against torchmetrics' ``FrechetInceptionDistance`` /
 ``KernelInceptionDistance`` and scipy's ``sqrtm`` as independent references.
