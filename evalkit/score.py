@@ -36,7 +36,7 @@ from .plan import reference_scheduler
 from .store import REFERENCE, SCORE_COLUMNS, SWEEP, RunDir, atomic_write, atomic_write_table, is_broken, make_dirs
 
 CHECKPOINT_EVERY = 50  # batches between cache writes: an interrupted stage resumes from there
-SET_BOOTSTRAP = 200  # replicates for set-metric intervals (quadratic forms of one Gram/kernel per column)
+SET_BOOTSTRAP = 200  # replicates for set-metric intervals (from one kernel matrix or decomposition per column)
 TARGET_CHUNK = 1024  # target-folder features loaded at a time when summing FID moments
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 

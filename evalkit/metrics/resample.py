@@ -96,13 +96,14 @@ def fid_gradient(features: np.ndarray, target: SetTarget) -> tuple[float, np.nda
     vectors annihilate every weight perturbation of M), d|mu_x - mu_y|^2/dc_k = 2 (mu_x - mu_y).(x~_k - y~_k) / n
     and d tr Sigma_x/dc_k = (|x~_k|^2 - tr Sigma_x) / (n - 1). M is decomposed through `_factored`: for n > d
     as Q_a (R_a R_b^T) Q_b^T, so the SVD is d x d. Checked against finite differences of the weighted FID."""
+    from .fid import _centred
+
     x = np.asarray(features, dtype=np.float64)
-    n = len(x)
-    a = (x - x.mean(axis=0)) / np.sqrt(n - 1)
+    n, a = len(x), _centred(x)
     basis_a, core_a = _factored(a)
     if target.paired is not None:
         y = np.asarray(target.paired, dtype=np.float64)
-        b = (y - y.mean(axis=0)) / np.sqrt(n - 1)
+        b = _centred(y)
         basis_b, core_b = _factored(b)
         p, s, qt = np.linalg.svd(core_a @ core_b.T, full_matrices=False)
         u, v = _lift(basis_a, p), _lift(basis_b, qt.T)
