@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="500,2000,5000")
     parser.add_argument("--old-replicates", default="10,2,1", help="exact-bootstrap replicates timed per size")
     parser.add_argument("--exact-ci", default="500,2000", help="sizes at which FID's full exact bootstrap runs")
-    parser.add_argument("--fresh", default="500", help="sizes at which FID's true sampling SD is measured")
+    parser.add_argument("--fresh", default="500,2000", help="sizes at which FID's true sampling SD is measured")
     parser.add_argument("--no-torch-fidelity", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
