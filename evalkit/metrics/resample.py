@@ -79,10 +79,9 @@ def fid_replicates(features: np.ndarray, target: SetTarget, counts: np.ndarray) 
     n = 500-5,000): replicate(c) = FID + g.(c - 1), g = `fid_gradient`. Same counts as every other set metric,
     so pairing across columns and runs is unchanged. Its percentile CI is centred on the estimate; the exact
     bootstrap's is not: a resample holds ~0.63 n distinct images and FID's small-n bias grows as that falls,
-    so on Gaussian d = 2048 features its replicates sit 25 (n = 500) and 46 (n = 2,000) of their SDs above
-    the estimate and spread 5-12x wider than FID varies over fresh samples, where the linearised SD is
-    1.05-1.3x that true SD (bench/set_intervals.py, bench/README.md).
-    """
+    so on Gaussian d = 2048 features at n = 500 / 2,000 / 5,000 its replicates sit 25 / 46 / 55 of their SDs
+    above the estimate and spread 5 / 12 / 16x wider than FID varies over fresh samples, where the linearised
+    SD is 1.05 / 1.29 / 1.48x that true SD (bench/set_intervals.py, bench/README.md)."""
     value, gradient = fid_gradient(features, target)
     return value, value + (counts - 1.0) @ gradient
 
