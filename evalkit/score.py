@@ -32,13 +32,13 @@ from .executors import LocalExecutor
 from .metrics import METRICS, metric_spec
 from .metrics.base import IMAGE_PROMPT, IMAGE_REFERENCE, SET, MetricOptions, MetricSpec
 from .metrics.plugins import PluginWeightsMissing
-from .metrics.resample import SetTarget, counts_of
+from .metrics.resample import INTERVAL_METHOD, SetTarget, counts_of
 from .models import resolve_device
 from .plan import reference_scheduler
 from .store import REFERENCE, SCORE_COLUMNS, SWEEP, RunDir, atomic_write, atomic_write_table, is_broken, make_dirs
 
 CHECKPOINT_EVERY = 50  # batches between cache writes: an interrupted stage resumes from there
-SET_BOOTSTRAP = 200  # replicates for set-metric intervals (quadratic forms of one Gram/kernel per column)
+SET_BOOTSTRAP = 200  # replicates for set-metric intervals (from one kernel matrix or decomposition per column)
 TARGET_CHUNK = 1024  # target-folder features loaded at a time when summing FID moments
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 
@@ -248,7 +248,8 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
         complete = len(column) == len(units)
         picks = draws if complete else rng.integers(0, len(column), size=(SET_BOOTSTRAP, len(column)))
         # an interval is a function of these alone: a warm rerun recomputes none
-        key = _digest(json.dumps([list(column.sha256), ref_shas, target_id, hashlib.sha256(picks.tobytes()).hexdigest()]))
+        key = _digest(json.dumps([list(column.sha256), ref_shas, target_id, hashlib.sha256(picks.tobytes()).hexdigest(),
+                                  INTERVAL_METHOD]))
         if key not in cache:
             features = store.load(column.sha256)
             goal = SetTarget(paired=store.load(ref_shas)) if target == "references" else fixed_target()

@@ -2,8 +2,9 @@
 
 A set metric has no per-image values to pair, so the regression rule resamples the (prompt, seed) units
 themselves: each of SET_BOOTSTRAP replicates draws the shared units with replacement, ONCE for both runs,
-and recomputes the metric of both runs' columns on those units (each against its own target: the same
-units' references, or the fixed folder / statistics both runs were scored against). delta = candidate -
+and evaluates the metric's replicate (spec.replicates, the route score.py's intervals take) of both runs'
+columns on those units (each against its own target: the same units' references, or the fixed folder /
+statistics both runs were scored against). delta = candidate -
 baseline (sign flipped for lower-is-better, so negative = worse) gets a 95% percentile interval, and the
 rule passes on its worse bound, like the per-image rules. Features come from each run's own cache
 (score.FeatureStore), so the gate computes no backbone.
@@ -16,7 +17,7 @@ import functools
 import hashlib
 import operator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,7 @@ from .errors import EvalkitError
 from .gate import LEVEL, SEED, Outcome, Rule, RunData
 from .metrics import METRICS
 from .metrics.base import MetricOptions, MetricSpec
+from .metrics.resample import SetTarget, counts_of
 from .score import IMAGE_SUFFIXES, SET_BOOTSTRAP, feature_store, with_references
 from .store import RunDir
 
@@ -89,15 +91,11 @@ class _RunFeatures:
     def distances(self, column: tuple[str, int], units: list, draws: np.ndarray) -> tuple[float, np.ndarray]:
         rows = self.pairs.loc[column].loc[units]
         features = self._load(rows.sha256)
-        ref = self._load(rows.reference_sha256) if self.target == "references" else None
-        distance = self._distance()
-        return (distance(features, ref),
-                np.array([distance(features[p], None if ref is None else ref[p]) for p in draws]))
-
-    def _distance(self) -> Callable[[np.ndarray, np.ndarray | None], float]:
-        if self.stats is not None:
-            return lambda f, _: self.spec.compare_stats(f, *self.stats)
-        return lambda f, ref: self.spec.compare(f, self.fixed if ref is None else ref)
+        if self.target == "references":
+            goal = SetTarget(paired=self._load(rows.reference_sha256))
+        else:
+            goal = SetTarget(stats=self.stats) if self.stats is not None else SetTarget(fixed=self.fixed)
+        return self.spec.replicates(features, goal, counts_of(draws, len(units)))
 
     def _load(self, shas) -> np.ndarray:
         missing = [s for s in shas if not self.store.path(s).is_file()]

@@ -17,7 +17,7 @@ different FIDs), then mapped to [-1, 1) with ``(x - 128) / 128``. Features: the 
 output, returned here as float64.
 
 Comparison, the one path that runs (the specs' ``compare`` / ``compare_stats``): the exact Fréchet
-distance from the features' Gram matrices (``frechet_distance_fast``, or ``frechet_distance_to_stats``
+distance from the features' Gram matrices or d x d QR factors (``frechet_distance_fast``, or ``frechet_distance_to_stats``
 against precomputed mu/sigma) and KID as torchmetrics' unbiased polynomial-kernel MMD^2 on whole sets
 (``mmd2_unbiased``). The tests check these against torchmetrics' ``FrechetInceptionDistance`` /
 ``KernelInceptionDistance`` and scipy's ``sqrtm`` as independent references.
@@ -175,18 +175,19 @@ def check_fid_reference(target: Path) -> None:
 
 
 def frechet_distance_fast(features: np.ndarray, reference_features: np.ndarray) -> float:
-    """The exact Fréchet distance in O(n^2 d) instead of O(d^3): what evalkit reports, and what its bootstrap resamples.
+    """The exact Fréchet distance without a d x d matrix square root: what evalkit reports.
 
-    With A_i the centred features / sqrt(n_i - 1) (d x n_i), Sigma_i = A_i A_i^T, and the nonzero
-    eigenvalues of Sigma_1 Sigma_2 are the squared singular values of A_1^T A_2 (n_1 x n_2). So
-    tr sqrt(Sigma_1 Sigma_2) is the nuclear norm of A_1^T A_2: no d x d matrix function, no sqrt of
-    rounding noise in the ~d - n zero eigenvalues (where torchmetrics' eigvals-based `_compute_fid`
-    spends seconds per call at d = 2048 and loses digits). Checked against torchmetrics'
-    FrechetInceptionDistance and scipy's sqrtm in the tests.
+    With A_i the centred features / sqrt(n_i - 1) (n_i x d), Sigma_i = A_i^T A_i, and the nonzero
+    eigenvalues of Sigma_1 Sigma_2 are the squared singular values of A_1 A_2^T. So tr sqrt(Sigma_1 Sigma_2)
+    is the nuclear norm of A_1 A_2^T, or of R_1 R_2^T for any R_i with R_i^T R_i = Sigma_i (`_reduced`: A_i
+    itself when n_i <= d, its d x d QR factor when n_i > d), so the matrix decomposed is at most
+    min(n, d) square: O(n^2 d) below d images, O(n d^2) above. No sqrt of the rounding noise in zero
+    eigenvalues (where torchmetrics' eigvals-based `_compute_fid` spends seconds per call at d = 2048 and
+    loses digits). Checked against torchmetrics' FrechetInceptionDistance and scipy's sqrtm in the tests.
     """
     a, b = _centred(features), _centred(reference_features)
     mean_term = float(np.sum((features.mean(axis=0) - reference_features.mean(axis=0)) ** 2))
-    cross = np.linalg.svd(a @ b.T, compute_uv=False).sum()
+    cross = np.linalg.svd(_reduced(a) @ _reduced(b).T, compute_uv=False).sum()
     return mean_term + float(np.sum(a * a) + np.sum(b * b) - 2.0 * cross)
 
 
@@ -226,11 +227,12 @@ def stats_sqrt(sigma: np.ndarray) -> np.ndarray:
 
 def frechet_distance_to_stats(features: np.ndarray, mu: np.ndarray, sigma: np.ndarray,
                               sigma_sqrt: np.ndarray | None = None) -> float:
-    """Exact FID of a feature set against (mu, sigma): tr sqrt(Sigma_1 Sigma) = nuclear norm of A_1^T sqrt(Sigma)."""
+    """Exact FID of a feature set against (mu, sigma): tr sqrt(Sigma_1 Sigma) = nuclear norm of A_1 sqrt(Sigma)
+    (= of R_1 sqrt(Sigma), `_reduced`)."""
     root = stats_sqrt(sigma) if sigma_sqrt is None else sigma_sqrt
     a = _centred(features)
     mean_term = float(np.sum((features.mean(axis=0) - mu) ** 2))
-    cross = np.linalg.svd(a @ root, compute_uv=False).sum()
+    cross = np.linalg.svd(_reduced(a) @ root, compute_uv=False).sum()
     return mean_term + float(np.sum(a * a) + np.trace(sigma) - 2.0 * cross)
 
 
@@ -256,6 +258,12 @@ def kid_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _centred(features: np.ndarray) -> np.ndarray:
     f = np.asarray(features, dtype=np.float64)
     return (f - f.mean(axis=0)) / np.sqrt(len(f) - 1)
+
+
+def _reduced(a: np.ndarray) -> np.ndarray:
+    """A matrix R with R^T R = A^T A and min(n, d) rows: A itself, or its QR factor when n > d (stable on
+    rank-deficient features, unlike a square root of A^T A: no sqrt of rounding noise)."""
+    return np.linalg.qr(a, mode="r") if a.shape[0] > a.shape[1] else a
 
 
 FID_SPEC = register(

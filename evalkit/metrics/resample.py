@@ -1,11 +1,12 @@
 """A set metric's value and its bootstrap replicates for one column against a target, at real sizes.
 
 A bootstrap resample of a column is a count vector c over its n images (c_k = times image k was drawn,
-sum m = n). Every quantity FID and the MMDs need of a resample is a quadratic form of c with the
-column's Gram or kernel matrices, so those matrices are computed ONCE per column and each replicate
-costs O(n^2) (MMD) or O(n^2 + k^3) (FID, k = distinct images drawn, ~0.63 n) instead of recomputing
-features products in O(n^2 d) per replicate. The replicates equal the old "recompute on features[picks]"
-ones to float rounding (tests), so the intervals come from the same resampling scheme.
+sum m = n). Every quantity the MMDs (KID, CMMD) need of a resample is a quadratic form of c with the
+column's kernel matrices, so those are computed ONCE per column and each replicate costs O(n^2) instead
+of O(n^2 d); the replicates equal recomputing the MMD on each explicit resample (tests). FID's cross
+term is a nuclear norm, not a quadratic form: its replicates are linearised in c (`fid_replicates`),
+one decomposition per column instead of one per replicate. Every metric uses the same counts, so
+intervals stay paired across columns (score.py) and across two runs (set_gate.py).
 
 Targets: `paired` reference features (one per column image, resampled with the same counts: the
 high-step references), a `fixed` feature set (a folder of real images: not resampled), or `stats`
@@ -19,6 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+# Part of every cached interval's key (score.py): intervals cached by an earlier method are recomputed, not reused
+# (FID's were the explicit bootstrap's before the linearisation).
+INTERVAL_METHOD = "counts quadratic forms (MMD); linearised in counts (FID)"
 
 
 @dataclass(frozen=True)
@@ -70,62 +75,74 @@ def mmd_replicates(kernel: Kernel, features: np.ndarray, target: SetTarget,
 
 
 def fid_replicates(features: np.ndarray, target: SetTarget, counts: np.ndarray) -> tuple[float, np.ndarray]:
-    """FID of the column vs paired references or (mu, sigma), and of each resample, from Gram matrices.
+    """FID of the column vs paired references or (mu, sigma), and its linearised bootstrap replicates.
 
-    With D = diag(c) and Xc the column centred on the resample's mean, the resample's cross term
-    tr sqrt(Sigma_x Sigma_y) is the nuclear norm of D^1/2 Xc Yc^T D^1/2 / (m - 1) on the k drawn images
-    (the explicit resample repeats rows; repeated rows scale singular values exactly as sqrt(c) does),
-    and Xc Yc^T is the Gram X Y^T re-centred with O(n) vectors: no pass over the d feature columns.
-    The value itself is computed as today (`frechet_distance_fast` / `frechet_distance_to_stats`)."""
-    from .fid import frechet_distance_fast, frechet_distance_to_stats
+    The exact bootstrap recomputes FID per resample: 200 decompositions of a k x k (k ~ 0.63 n distinct images
+    drawn) or d x d matrix, ~100x one evaluation. The linearised bootstrap (infinitesimal jackknife / delta
+    method: Jaeckel 1972, Efron 1982 ch. 6) needs one decomposition with vectors (1.2-2.3x one evaluation at
+    n = 500-5,000): replicate(c) = FID + g.(c - 1), g = `fid_gradient`. Same counts as every other set metric,
+    so pairing across columns and runs is unchanged. Its percentile CI is centred on the estimate; the exact
+    bootstrap's is not: a resample holds ~0.63 n distinct images and FID's small-n bias grows as that falls,
+    so on Gaussian d = 2048 features at n = 500 / 2,000 / 5,000 its replicates sit 25 / 46 / 55 of their SDs
+    above the estimate and spread 5 / 12 / 16x wider than FID varies over fresh samples, where the linearised
+    SD is 1.05 / 1.29 / 1.48x that true SD (bench/set_intervals.py, bench/README.md)."""
+    value, gradient = fid_gradient(features, target)
+    return value, value + (counts - 1.0) @ gradient
+
+
+def fid_gradient(features: np.ndarray, target: SetTarget) -> tuple[float, np.ndarray]:
+    """FID and g_k = dFID(c)/dc_k at c = 1, where FID(c) weights image k (and its paired reference) by c_k:
+    mean sum c_k x_k / m, covariance sum c_k x~_k x~_k^T / (m - 1), m = sum c.
+
+    With A the centred column / sqrt(n - 1) (rows a_k), B likewise for paired references, and the cross
+    matrix M = A B^T (paired) or A sqrt(sigma) (stats) = U S V^T, T = tr sqrt(Sigma_x Sigma_y) = sum S and
+      paired: dT/dc_k = (U S U^T)_kk / 2 + (V S V^T)_kk / 2 - T / (n - 1)
+      stats:  dT/dc_k = (U S U^T)_kk / 2 - T / (2 (n - 1))
+    (the re-centring terms vanish: 1^T U = 0 = 1^T V; zero singular values add nothing, as their singular
+    vectors annihilate every weight perturbation of M), d|mu_x - mu_y|^2/dc_k = 2 (mu_x - mu_y).(x~_k - y~_k) / n
+    and d tr Sigma_x/dc_k = (|x~_k|^2 - tr Sigma_x) / (n - 1). M is decomposed through `_factored`: for n > d
+    as Q_a (R_a R_b^T) Q_b^T, so the SVD is d x d. Checked against finite differences of the weighted FID."""
+    from .fid import _centred
 
     x = np.asarray(features, dtype=np.float64)
+    n, a = len(x), _centred(x)
+    basis_a, core_a = _factored(a)
     if target.paired is not None:
         y = np.asarray(target.paired, dtype=np.float64)
-        value = frechet_distance_fast(x, y)
-        gxx, gyy, gxy = x @ x.T, y @ y.T, x @ y.T
-        replicates = [_fid_paired(gxx, gyy, gxy, c) for c in counts]
+        b = _centred(y)
+        basis_b, core_b = _factored(b)
+        p, s, qt = np.linalg.svd(core_a @ core_b.T, full_matrices=False)
+        u, v = _lift(basis_a, p), _lift(basis_b, qt.T)
+        diff, spread = x.mean(axis=0) - y.mean(axis=0), a - b
+        cross_gradient = 0.5 * ((u * u) @ s + (v * v) @ s) - s.sum() / (n - 1)
+        traces = _trace_and_gradient(a, n), _trace_and_gradient(b, n)
     else:
         mu, sigma, root = target.stats
-        value = frechet_distance_to_stats(x, mu, sigma, root)
-        z = x @ root
-        gxx, gzz, xmu = x @ x.T, z @ z.T, x @ mu
-        constant = float(mu @ mu + np.trace(sigma))
-        replicates = [_fid_stats(gxx, gzz, xmu, constant, c) for c in counts]
-    return value, np.asarray(replicates)
+        p, s, _ = np.linalg.svd(core_a @ root, full_matrices=False)
+        u = _lift(basis_a, p)
+        diff, spread = x.mean(axis=0) - mu, a
+        cross_gradient = 0.5 * (u * u) @ s - s.sum() / (2.0 * (n - 1))
+        traces = _trace_and_gradient(a, n), (float(np.trace(sigma)), 0.0)
+    value = float(diff @ diff) + sum(t for t, _ in traces) - 2.0 * s.sum()
+    gradient = 2.0 * np.sqrt(n - 1) / n * (spread @ diff) + sum(g for _, g in traces) - 2.0 * cross_gradient
+    return value, gradient
 
 
-def _centred(gram: np.ndarray, c: np.ndarray, m: float) -> tuple[np.ndarray, float]:
-    """The Gram of rows centred on their c-weighted means, and c^T G c / m^2 (the means' product)."""
-    left, right = gram @ c / m, c @ gram / m
-    both = float(c @ right) / m
-    return gram - left[:, None] - right[None, :] + both, both
+def _factored(a: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """(Q, R) with A = Q R, Q orthonormal columns, R min(n, d) x d: A's reduced QR when n > d, else
+    (None, A) for Q = I."""
+    if a.shape[0] > a.shape[1]:
+        return np.linalg.qr(a)
+    return None, a
 
 
-def _trace_term(gram: np.ndarray, c: np.ndarray, m: float) -> tuple[float, float]:
-    """(sum of squared centred rows / (m - 1), |mean|^2) of the resample, from its Gram."""
-    square = float(c @ gram @ c) / (m * m)
-    return (float(c @ np.diag(gram)) - m * square) / (m - 1), square
+def _lift(basis: np.ndarray | None, vectors: np.ndarray) -> np.ndarray:
+    """Singular vectors of R's products back in image space: Q @ vectors (Q = I when None)."""
+    return vectors if basis is None else basis @ vectors
 
 
-def _fid_paired(gxx: np.ndarray, gyy: np.ndarray, gxy: np.ndarray, c: np.ndarray) -> float:
-    m, keep = c.sum(), c > 0
-    tx, _ = _trace_term(gxx, c, m)
-    ty, _ = _trace_term(gyy, c, m)
-    mean = float(c @ (gxx - gxy - gxy.T + gyy) @ c) / (m * m)
-    cross_gram, _ = _centred(gxy, c, m)
-    w = np.sqrt(c[keep])
-    cross = np.linalg.svd(w[:, None] * cross_gram[np.ix_(keep, keep)] * w[None, :], compute_uv=False).sum()
-    return mean + tx + ty - 2.0 * cross / (m - 1)
-
-
-def _fid_stats(gxx: np.ndarray, gzz: np.ndarray, xmu: np.ndarray, constant: float, c: np.ndarray) -> float:
-    """constant = |mu|^2 + tr(sigma) of the target."""
-    m, keep = c.sum(), c > 0
-    tx, square = _trace_term(gxx, c, m)
-    mean = square - 2.0 * float(c @ xmu) / m  # |mu_c - mu|^2 without the target's |mu|^2
-    zz, _ = _centred(gzz, c, m)
-    w = np.sqrt(c[keep])
-    eig = np.linalg.eigvalsh(w[:, None] * zz[np.ix_(keep, keep)] * w[None, :])
-    cross = np.sqrt(np.clip(eig, 0.0, None)).sum() / np.sqrt(m - 1)
-    return mean + tx + constant - 2.0 * cross
+def _trace_and_gradient(a: np.ndarray, n: int) -> tuple[float, np.ndarray]:
+    """tr Sigma and its gradient (|x~_k|^2 - tr Sigma) / (n - 1) = |a_k|^2 - tr Sigma / (n - 1)."""
+    rows = np.einsum("ij,ij->i", a, a)
+    trace = float(rows.sum())
+    return trace, rows - trace / (n - 1)
