@@ -152,25 +152,25 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
               junit: str | Path | None = None, markdown: str | Path | None = None,
               thresholds_only: bool = False) -> int:
     """Judge the candidate; print the table; write JUnit/markdown if asked; return 0 (pass) or 1 (fail)."""
+    if thresholds_only and baseline is not None:
+        raise EvalkitError("--thresholds-only judges one run against absolute bands: drop --baseline")
+    if not thresholds_only and baseline is None:
+        raise EvalkitError("gate needs --baseline DIR and --candidate DIR (or --thresholds-only with --rules)")
+    # the runs first: their configs register the python: metric plugins whose declared names the rules may use
+    base, cand = (load_run(baseline) if baseline is not None else None), load_run(candidate)
     parsed = load_rules(rules) if rules is not None else None
     for flag, path in (("--junit", junit), ("--markdown", markdown)):
         if path is not None:
             _check_writable(flag, Path(path))
     if thresholds_only:
-        if baseline is not None:
-            raise EvalkitError("--thresholds-only judges one run against absolute bands: drop --baseline")
         bands = [r for r in (parsed or []) if r.kind == "band"]
         if not bands:
             raise EvalkitError("--thresholds-only needs a rules file with at least one [[band]] rule: "
                                "pass --rules FILE with [[band]] metric, scheduler, steps, lo, hi")
-        cand = load_run(candidate)
         outcomes = _checked([o for r in [*bands, *broken_rules(parsed)] for o in
                              (judge_band(r, None, cand) if r.kind == "band" else judge_broken(r, None, cand))])
         title = f"candidate {cand.dir} ({cand.config.model}) against absolute bands"
     else:
-        if baseline is None:
-            raise EvalkitError("gate needs --baseline DIR and --candidate DIR (or --thresholds-only with --rules)")
-        base, cand = load_run(baseline), load_run(candidate)
         check_comparable(base, cand)
         outcomes = judge(parsed, base, cand)
         title = f"candidate {cand.dir} ({cand.config.model}) vs baseline {base.dir} ({base.config.model})"

@@ -2,6 +2,10 @@
 head applied by hand to open_clip embeddings, CIs, min-steps judgement (stochastic samplers too), report
 curve, gate rule, skip-with-reason for missing weights, one-line errors for bad plugins."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,6 +83,12 @@ def test_a_plugin_metric_is_scored_cached_judged_reported_and_gated(tmp_path, we
     rules = tmp_path / "rules.toml"
     rules.write_text('[[regression]]\nmetric = "tiny_aesthetic"\nscheduler = "euler"\nmax_drop = 0.01\n')
     assert gate_main(run.dir, run.dir, rules) == 0
+    # the CLI in a fresh process: the runs' configs register the plugin before the rules name it
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])}
+    gate = subprocess.run([sys.executable, "-m", "evalkit", "gate", "--baseline", str(run.dir), "--candidate",
+                           str(run.dir), "--rules", str(rules)], capture_output=True, text=True, env=env)
+    assert gate.returncode == 0, gate.stderr
+    assert "regression tiny_aesthetic euler@2" in gate.stdout
 
 
 def test_a_plugin_without_its_weights_is_skipped_with_why(tmp_path, weights, prompts):
