@@ -156,12 +156,12 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
         raise EvalkitError("--thresholds-only judges one run against absolute bands: drop --baseline")
     if not thresholds_only and baseline is None:
         raise EvalkitError("gate needs --baseline DIR and --candidate DIR (or --thresholds-only with --rules)")
-    # the runs first: their configs register the python: metric plugins whose declared names the rules may use
-    base, cand = (load_run(baseline) if baseline is not None else None), load_run(candidate)
-    parsed = load_rules(rules) if rules is not None else None
     for flag, path in (("--junit", junit), ("--markdown", markdown)):
         if path is not None:
             _check_writable(flag, Path(path))
+    # the runs before the rules: their configs register the python: metric plugins whose names the rules may use
+    base, cand = (load_run(baseline) if baseline is not None else None), load_run(candidate)
+    parsed = load_rules(rules) if rules is not None else None
     if thresholds_only:
         bands = [r for r in (parsed or []) if r.kind == "band"]
         if not bands:
