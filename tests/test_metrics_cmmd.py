@@ -33,6 +33,17 @@ def unbiased_by_loops(x, y):
     return SCALE * (xx + yy - 2 * xy)
 
 
+def paired_by_loops(x, y):
+    """Independent: the MMD^2 to paired references (row i of y is row i of x's reference, made from the same
+    noise), pair by pair over distinct units only: a unit's image is never compared with its own reference."""
+    def k(a, b):
+        return np.exp(-np.sum((a - b) ** 2) / (2 * SIGMA ** 2))
+    n = len(x)
+    total = sum(k(x[i], x[j]) + k(y[i], y[j]) - k(x[i], y[j]) - k(x[j], y[i])
+                for i in range(n) for j in range(n) if i != j)
+    return SCALE * total / (n * (n - 1))
+
+
 def embeddings(n, shift, seed):
     e = np.random.default_rng(seed).normal(size=(n, 32)) + shift
     return e / np.linalg.norm(e, axis=1, keepdims=True)  # CLIP embeddings are L2-normalised
@@ -68,7 +79,7 @@ def test_cmmd_through_the_stage_with_a_local_open_clip_backbone(tmp_path):
     table = run.set_scores.query("metric == 'cmmd'").set_index(["scheduler", "steps"])
     assert len(table) == 4 and set(table.n) == {6}
     assert (table.ci_low <= table.value).all() and (table.value <= table.ci_high).all()
-    # independent: embed the PNGs with open_clip directly, then the pairwise unbiased MMD
+    # independent: embed the PNGs with open_clip directly, then the unbiased MMD over distinct prompt+seed units
     import open_clip
 
     model, _, preprocess = open_clip.create_model_and_transforms("evalkit-tiny-clip", pretrained=backbone.split("@")[1])
@@ -82,7 +93,7 @@ def test_cmmd_through_the_stage_with_a_local_open_clip_backbone(tmp_path):
             e = model.encode_image(torch.stack([preprocess(Image.open(run.dir / p).convert("RGB")) for p in paths]))
         return torch.nn.functional.normalize(e.float(), dim=-1).double().numpy()
 
-    expected = unbiased_by_loops(embed(column.path), embed(refs.path))
+    expected = paired_by_loops(embed(column.path), embed(refs.path))
     assert table.loc[("euler", 8), "value"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     summary = json.loads((run.dir / "summary.json").read_text())
     assert summary["metrics"]["cmmd"]["backbone"] == backbone and summary["metrics"]["cmmd"]["kind"] == "realism"

@@ -17,7 +17,8 @@ from PIL import Image
 
 import evalkit
 from evalkit.errors import EvalkitError
-from evalkit.metrics.fid import InceptionFeatures, frechet_distance_fast, mmd2_unbiased
+from evalkit.distribution import pair_matrix, paired_mmd2
+from evalkit.metrics.fid import InceptionFeatures, frechet_distance_fast, kid_kernel
 from evalkit.metrics.base import MetricOptions
 from evalkit.score import load_images
 from evalkit.store import RunDir
@@ -115,8 +116,8 @@ def test_ray_on_one_and_two_workers_renders_and_scores_exactly_like_local(cluste
         features = inception.features(load_images(runs[2].dir / p for p in column.path)).numpy()
         assert sets.loc[("fid", scheduler, steps), "value"] == pytest.approx(
             frechet_distance_fast(features, ref_features), rel=1e-6)
-        assert sets.loc[("kid", scheduler, steps), "value"] == pytest.approx(
-            mmd2_unbiased(features, ref_features), rel=1e-6)
+        assert sets.loc[("kid", scheduler, steps), "value"] == pytest.approx(  # over distinct prompt+seed units
+            paired_mmd2(pair_matrix(features, ref_features, kid_kernel)), rel=1e-6)
 
 
 def total_scores(run) -> int:

@@ -19,7 +19,9 @@ output, returned here as float64.
 Comparison, the one path that runs (the specs' ``compare`` / ``compare_stats``): the exact Fréchet
 distance from the features' Gram matrices or d x d QR factors (``frechet_distance_fast``, or ``frechet_distance_to_stats``
 against precomputed mu/sigma) and KID as torchmetrics' unbiased polynomial-kernel MMD^2 on whole sets
-(``mmd2_unbiased``). The tests check these against torchmetrics' ``FrechetInceptionDistance`` /
+(``mmd2_unbiased``) against a folder of independent images; against the run's own references, whose images
+share their starting noise with the column's, the same kernel over distinct (prompt, seed) units only
+(``resample.mmd_replicates``). The tests check these against torchmetrics' ``FrechetInceptionDistance`` /
 ``KernelInceptionDistance`` and scipy's ``sqrtm`` as independent references.
 """
 from __future__ import annotations
@@ -293,7 +295,8 @@ KID_SPEC = register(
         features=BACKBONE + "\n" + PREPROCESSING,
         compare=mmd2_unbiased,
         replicates=functools.partial(mmd_replicates, kid_kernel),
-        preprocessing=PREPROCESSING + "; unbiased MMD^2 on whole sets (torchmetrics' estimator without subsets)",
+        preprocessing=PREPROCESSING + "; unbiased MMD^2 on whole sets (torchmetrics' estimator without subsets), "
+                                  "over distinct prompt+seed units against paired references",
         build=KIDScorer,
         weights=inception_weights,
     )
