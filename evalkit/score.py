@@ -324,6 +324,26 @@ class FeatureStore:
         return row if row.ndim == 1 and row.size and np.issubdtype(row.dtype, np.floating) else None
 
 
+_LAST_SCORER: dict[str, Any] = {}  # this process's most recently built backbone: {"key": ..., "scorer": ...}
+
+
+def _scorer(name: str, options: MetricOptions) -> Any:
+    """The metric's scorer, reused when the previous build in this process had the same metric, options and
+    weight files (path, size, mtime): clip_score embeds images into the shared folder, then scores from it, in
+    two maps with one backbone load, not two. One backbone is kept; the previous one is dropped first."""
+    spec = metric_spec(name)
+    stamps = []
+    for weight in spec.weights(options):
+        path = weight.path()
+        stat = path.stat() if path.is_file() else None
+        stamps.append((str(path), stat and (stat.st_size, stat.st_mtime_ns)))
+    key = (name, options, stamps)
+    if _LAST_SCORER.get("key") != key:
+        _LAST_SCORER.clear()
+        _LAST_SCORER.update(key=key, scorer=spec.build(options))
+    return _LAST_SCORER["scorer"]
+
+
 class MetricWorker:
     """One backbone replica (in this process or on a Ray worker): encoded images in, values or features out.
 
@@ -332,7 +352,7 @@ class MetricWorker:
     def __init__(self, name: str, options: MetricOptions):
         """`name`: a registered metric or a python:MODULE:FACTORY plugin (rebuilt here from its source)."""
         # device "auto" is resolved where the backbone runs: each Ray worker's own GPU
-        self.scorer = metric_spec(name).build(dataclasses.replace(options, device=resolve_device(options.device)))
+        self.scorer = _scorer(name, dataclasses.replace(options, device=resolve_device(options.device)))
 
     def score(self, images: list[bytes], others: list[bytes] | list[str]) -> tuple[list[float], list[str]]:
         """Per-image values against references (bytes) or prompts (str), and the prompts truncated so far."""
