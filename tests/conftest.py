@@ -34,6 +34,14 @@ def tiny_sd_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def prompts(tmp_path):
+    """Two prompts in a file (test modules that need other prompts define their own `prompts`)."""
+    path = tmp_path / "prompts.txt"
+    path.write_text("a cat sitting on a mat\nthree apples on a table\n")
+    return str(path)
+
+
+@pytest.fixture
 def evalkit_cli(monkeypatch, capsys):
     """Run the `evalkit` entry point in-process: (exit code, stdout, stderr)."""
     from evalkit.cli import main

@@ -31,13 +31,6 @@ def weights(tmp_path, monkeypatch):
         METRICS.remove("tiny_aesthetic")
 
 
-@pytest.fixture
-def prompts(tmp_path):
-    path = tmp_path / "p.txt"
-    path.write_text("a cat sitting on a mat\nthree apples on a table\n")
-    return str(path)
-
-
 def by_hand(clip_file, head_file, paths):
     """Independent: open_clip's own loader and preprocess, then the Linear stack as matrix products."""
     import open_clip

@@ -52,13 +52,6 @@ def cluster(tmp_path_factory):
             os.environ[key] = value
 
 
-@pytest.fixture
-def prompts(tmp_path):
-    path = tmp_path / "prompts.txt"
-    path.write_text("a cat sitting on a mat\nthree apples on a table\n")
-    return str(path)
-
-
 def inject(faults: Path, at_call: int, action: str) -> None:
     (faults / "calls").unlink(missing_ok=True)
     (faults / "fault.json").write_text(json.dumps({"at_call": at_call, "action": action}))

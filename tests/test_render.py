@@ -19,13 +19,6 @@ from evalkit.store import IMAGE_COLUMNS, RunDir
 SMALL = dict(schedulers=["euler", "heun", "dpmpp_2m"], steps=[1, 2, 4], seeds=2, reference_steps=20)
 
 
-@pytest.fixture
-def prompts(tmp_path):
-    path = tmp_path / "prompts.txt"
-    path.write_text("a cat sitting on a mat\nthree apples on a table\n")
-    return str(path)
-
-
 def sweep(tmp_path, prompts, name="run", **overrides):
     return evalkit.run({**SMALL, "prompts": prompts, "out": str(tmp_path / name), **overrides})
 

@@ -505,12 +505,20 @@ def _as_list(value: Any, n: int, what: str) -> list:
     return [value] * n
 
 
-def guided_weights(prompts: list[str], negative_prompt: Any) -> tuple[torch.Tensor, torch.Tensor]:
-    """(unconditional, conditional) component weights per row, as the network's encoder_hidden_states."""
-    cond = np.stack([component_weights(p) for p in prompts])
+def conditioning(prompts: list[str], negative_prompt: Any, guidance_scale: float, generator: Any,
+                 output_type: str) -> tuple[bool, torch.Tensor]:
+    """A call's arguments checked as diffusers pipelines check them, then (guided?, the network's
+    encoder_hidden_states): component weights per row, the unconditional half stacked first when guiding."""
+    if isinstance(generator, (list, tuple)) and len(generator) != len(prompts):
+        raise ValueError(f"got {len(generator)} generators for {len(prompts)} prompts")
+    if output_type not in ("pil", "np", "pt"):
+        raise ValueError(f"output_type must be 'pil', 'np' or 'pt', not {output_type!r}")
     negs = _as_list(negative_prompt, len(prompts), "negative_prompt")
-    uncond = np.stack([component_weights(n) for n in negs])
-    return torch.from_numpy(uncond).float(), torch.from_numpy(cond).float()
+    cond = torch.from_numpy(np.stack([component_weights(p) for p in prompts])).float()
+    if guidance_scale <= 1.0:
+        return False, cond
+    uncond = torch.from_numpy(np.stack([component_weights(n) for n in negs])).float()
+    return True, torch.cat([uncond, cond])
 
 
 def pipeline_output(images: torch.Tensor, output_type: str) -> MixturePipelineOutput:
@@ -560,13 +568,7 @@ class MixturePipeline:
         b = len(prompts)
         h = height or self.default_size
         w = width or self.default_size
-        if isinstance(generator, (list, tuple)) and len(generator) != b:
-            raise ValueError(f"got {len(generator)} generators for {b} prompts")
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', not {output_type!r}")
-        do_cfg = guidance_scale > 1.0
-        w_u, w_c = guided_weights(prompts, negative_prompt)
-        hidden = torch.cat([w_u, w_c]) if do_cfg else w_c
+        do_cfg, hidden = conditioning(prompts, negative_prompt, guidance_scale, generator, output_type)
 
         scheduler = self.scheduler
         scheduler.set_timesteps(num_inference_steps)

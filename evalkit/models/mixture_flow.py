@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .mixture import (DEFAULT_SIZE, K, MixturePipelineOutput, component_weights, denoise, guided_weights,
+from .mixture import (DEFAULT_SIZE, K, MixturePipelineOutput, component_weights, conditioning, denoise,
                       pipeline_output, prototypes)
 
 VERSION = "1"
@@ -178,13 +178,7 @@ class MixtureFlowPipeline:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         b = len(prompts)
         h, w = self._size(height, width)
-        if isinstance(generator, (list, tuple)) and len(generator) != b:
-            raise ValueError(f"got {len(generator)} generators for {b} prompts")
-        if output_type not in ("pil", "np", "pt"):
-            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', not {output_type!r}")
-        do_cfg = guidance_scale > 1.0
-        w_u, w_c = guided_weights(prompts, negative_prompt)
-        hidden = torch.cat([w_u, w_c]) if do_cfg else w_c
+        do_cfg, hidden = conditioning(prompts, negative_prompt, guidance_scale, generator, output_type)
 
         # FluxPipeline.prepare_latents: noise drawn as (B, C, H, W), then packed
         latents = pack(randn_tensor((b, 3, h, w), generator=generator, dtype=torch.float32))
