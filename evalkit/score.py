@@ -328,16 +328,18 @@ _LAST_SCORER: dict[str, Any] = {}  # this process's most recently built backbone
 
 
 def _scorer(name: str, options: MetricOptions) -> Any:
-    """The metric's scorer, reused when the previous build in this process had the same metric, options and
-    weight files (path, size, mtime): clip_score embeds images into the shared folder, then scores from it, in
-    two maps with one backbone load, not two. One backbone is kept; the previous one is dropped first."""
+    """The metric's scorer, reused when the previous build in this process was of the same backbone (the metric
+    and its backbone option, or the shared image embeddings' identity), device and weight files (path, size,
+    mtime): clip_score embeds images into the shared folder, then scores from it, and CMMD on that backbone
+    embeds with it too, all from one load. One backbone is kept; the previous one is dropped first."""
     spec = metric_spec(name)
     stamps = []
     for weight in spec.weights(options):
         path = weight.path()
         stat = path.stat() if path.is_file() else None
         stamps.append((str(path), stat and (stat.st_size, stat.st_mtime_ns)))
-    key = (name, options, stamps)
+    backbone = spec.embeddings(options) if spec.embeddings else (name, options.backbone)
+    key = (backbone, options.device, options.batch_size, stamps)
     if _LAST_SCORER.get("key") != key:
         _LAST_SCORER.clear()
         _LAST_SCORER.update(key=key, scorer=spec.build(options))

@@ -54,12 +54,16 @@ def independent_clip_scores(run, path):
 
 
 @pytest.mark.parametrize("metrics", [("clip_score", "cmmd"), ("cmmd", "clip_score")])
-def test_one_backbone_embeds_each_image_once_for_both_metrics(tmp_path, image_tower_calls, metrics):
+def test_one_backbone_embeds_each_image_once_for_both_metrics(tmp_path, image_tower_calls, metrics, monkeypatch):
     register_tiny_clip()
     path = save_tiny_clip(tmp_path / "clip")
     backbone = backbone_string(path)
     config = sweep(tmp_path, {"clip_score": backbone, "cmmd": backbone}, metrics)
+    loads = []
+    real_load = open_clip.create_model_and_transforms
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     run = evalkit.score(config)
+    assert len(loads) == 1  # one backbone load: embedding and scoring (and CMMD) share the replica
     distinct = run.images.sha256.nunique()
     assert distinct == len(run.images) == 2 * 2 * 2 * 2 + 4  # sweep + references, all different images
     assert list(image_tower_calls.values()) == [distinct]  # once per image, for clip_score and CMMD together
