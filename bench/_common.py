@@ -65,7 +65,7 @@ def model_spec(name: str, folder: Path) -> str:
 
 def prompt_file(folder: Path, count: int) -> str:
     from evalkit.config import load_config
-    from evalkit.prompts import load_prompts
+    from evalkit.sweep.prompts import load_prompts
 
     texts = [p.text for p in load_prompts(load_config().prompts_path())][:count]
     path = folder / f"prompts-{count}.txt"

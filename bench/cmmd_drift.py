@@ -22,7 +22,8 @@ from _common import machine, prompt_file
 import evalkit
 from evalkit.metrics.cmmd import cmmd
 from evalkit.metrics.fid import frechet_distance_fast
-from evalkit.score import FeatureStore
+from evalkit.stages.features import FeatureStore
+from evalkit.store.folder import RunDir
 
 
 def main() -> None:
@@ -49,7 +50,7 @@ def main() -> None:
     images = run.images.sort_values(["prompt_id", "seed"])
     column, refs = images[images.role == "sweep"], images[images.role == "reference"]
     by_dim = {}
-    for path in (run.dir / "cache" / "features").iterdir():
+    for path in RunDir(run.dir).features_root.iterdir():
         store = FeatureStore(path)
         by_dim[store.load(column.sha256[:1]).shape[1]] = store
     fid_store, clip_store = by_dim[2048], by_dim[32]

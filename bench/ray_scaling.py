@@ -18,7 +18,7 @@ from pathlib import Path
 from _common import TINY_SD_SWEEP, bench_args, model_spec, prompt_file
 
 import evalkit
-from evalkit.executors import RayExecutor
+from evalkit.stages.executors import RayExecutor
 
 SWEEPS = {
     "builtin": dict(schedulers=["euler", "heun", "dpmpp_2m_karras"], steps=[4, 8, 16, 32], reference_steps=50),

@@ -22,10 +22,9 @@ from _common import TINY_FLUX_SWEEP, TINY_SD_SWEEP, bench_args, model_spec, prom
 
 import evalkit
 from evalkit.config import load_config
-from evalkit.plan import RenderSettings, plan_jobs
-from evalkit.prompts import load_prompts
-from evalkit.render import CallCounter, SamplerCache, _batches, _call_pipeline
-from evalkit.runner import load_sweep_model
+from evalkit.stages.render import CallCounter, SamplerCache, _batches, _call_pipeline
+from evalkit.sweep.plan import RenderSettings, plan_jobs, prepare_sweep
+from evalkit.sweep.prompts import load_prompts
 
 SWEEPS = {
     "builtin": {},  # the default sweep's schedulers and steps
@@ -36,7 +35,7 @@ SWEEPS = {
 
 def raw_seconds(config, batch_size: int) -> float:
     """The same jobs as the stage renders, through the same pipeline calls, with nothing around them."""
-    model = load_sweep_model(config)
+    config, model = prepare_sweep(config)
     jobs = plan_jobs(config, model, load_prompts(config.prompts_path()))
     settings = RenderSettings.resolve(config, model)
     counter, samplers = CallCounter(model.denoiser), SamplerCache(model)

@@ -20,8 +20,10 @@ from _common import bench_args, prompt_file, random_backbones
 import evalkit
 from evalkit.metrics import METRICS
 from evalkit.metrics.base import IMAGE_PROMPT, IMAGE_REFERENCE, MetricOptions
-from evalkit.score import load_images, score_images, with_references
-from evalkit.store import RunDir
+from evalkit.stages.score import score_images
+from evalkit.stages.workers import load_images
+from evalkit.store.tables import with_references
+from evalkit.store.folder import RunDir
 
 METRIC_NAMES = ["ssim", "psnr", "lpips", "clip_score", "fid"]  # kid shares fid's Inception features
 
@@ -70,7 +72,7 @@ def main() -> None:
         print(f"{'metric':<12}{'images':>7}{'stage s':>9}{'load s':>8}{'raw s':>8}{'stage/s':>9}{'raw/s':>8}"
               f"{'ratio':>7}{'steady':>8}")
         for name in METRIC_NAMES:
-            shutil.rmtree(run.dir / "cache", ignore_errors=True)
+            shutil.rmtree(RunDir(run.dir).cache_dir, ignore_errors=True)
             build, raw, n = raw_seconds(name, run, images, run.config)
             start = time.perf_counter()
             outcome = score_images(RunDir(run.dir), images, run.config, [name])

@@ -31,10 +31,10 @@ import torch
 
 from _common import machine
 
+from evalkit.metrics.base import SetTarget, mmd_interval
 from evalkit.metrics.cmmd import cmmd, cmmd_replicates
-from evalkit.metrics.fid import frechet_distance_fast, kid_kernel, mmd2_unbiased
-from evalkit.metrics.resample import SetTarget, counts_of, fid_replicates, mmd_replicates
-from evalkit.score import SET_BOOTSTRAP
+from evalkit.metrics.fid import fid_replicates, frechet_distance_fast, kid_kernel, mmd2_unbiased
+from evalkit.stats.bootstrap import SET_BOOTSTRAP, counts_of
 
 
 def timed(fn, *args):
@@ -131,7 +131,7 @@ def main() -> None:
         picks = np.random.default_rng(0).integers(0, n, size=(SET_BOOTSTRAP, n))
         counts = counts_of(picks, n)
         cases = [("fid", frechet_distance_fast, lambda c: fid_replicates(x, SetTarget(paired=y), c), x, y),
-                 ("kid", mmd2_unbiased, lambda c: mmd_replicates(kid_kernel, x, SetTarget(paired=y), c), x, y),
+                 ("kid", mmd2_unbiased, lambda c: mmd_interval(kid_kernel)(x, SetTarget(paired=y), c), x, y),
                  ("cmmd", cmmd, lambda c: cmmd_replicates(cx, SetTarget(paired=cy), c), cx, cy)]
         comparison = None
         for name, exact_fn, new_fn, a, b in cases:

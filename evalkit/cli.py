@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .config import check_plotly_js, open_run, parse_list, resolve_config
+from .config import check_plotly_js, open_run, parse_list, parse_tolerances, resolve_config
 from .errors import EvalkitError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
@@ -62,7 +62,7 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
         reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference),
         **_execution(backend, ray_address, workers, gpus_per_worker))
     _INTERRUPTED_RUN.append(resolved.run_dir())
-    from .runner import run as run_sweep
+    from .api import run as run_sweep
 
     _report(run_sweep(resolved, progress=progress, plotly_js=plotly_js))
 
@@ -73,7 +73,7 @@ def render(config: Optional[str] = _CONFIG, backend: Optional[str] = _BACKEND,
            gpus_per_worker: Optional[float] = _GPUS, progress: bool = typer.Option(True, help="Show a progress bar.")):
     """Stage 1 only, for a config file or an existing run folder."""
     source = _stage_config(config, backend, ray_address, workers, gpus_per_worker)
-    from .runner import render as render_stage
+    from .api import render as render_stage
 
     _report(render_stage(source, progress=progress))
 
@@ -84,7 +84,7 @@ def score(config: Optional[str] = _CONFIG, backend: Optional[str] = _BACKEND,
           gpus_per_worker: Optional[float] = _GPUS, progress: bool = typer.Option(True, help="Show progress bars.")):
     """Stage 2 only (renders anything missing first), for a config file or an existing run folder."""
     source = _stage_config(config, backend, ray_address, workers, gpus_per_worker)
-    from .runner import score as score_stage
+    from .api import score as score_stage
 
     _report(score_stage(source, progress=progress))
 
@@ -100,7 +100,7 @@ def _stage_config(config, backend, ray_address, workers, gpus_per_worker):
 @app.command()
 def report(run_dir: str = typer.Argument(..., help="A scored run folder."), plotly_js: str = _PLOTLY_JS):
     """Stage 3 only: write DIR/report.html (self-contained, opens offline)."""
-    from .runner import report as report_stage
+    from .api import report as report_stage
 
     typer.echo(f"report: {report_stage(run_dir, plotly_js)}")
 
@@ -142,38 +142,24 @@ def min_steps(config: Optional[str] = _CONFIG,
     """Minimum useful step count per scheduler, as JSON on stdout (also written to summary.json)."""
     import json
 
-    from .config import _tolerances
-
     source = resolve_config(open_run(config) if config and Path(config).is_dir() else config)
-    tolerances = _tolerances(",".join(tolerance)) if tolerance else None
-    from .runner import run as run_sweep
-
+    tolerances = parse_tolerances(",".join(tolerance)) if tolerance else None
     if search == "adaptive":
-        from .search import adaptive_min_steps
+        from .minsteps.search import adaptive_min_steps
 
         result = adaptive_min_steps(source, tolerances=tolerances, out=out)
         cost = result["cost"]
         typer.echo(f"adaptive search: {cost['images_rendered']} new images; sweep NFE {cost['sweep_nfe']} vs "
                    f"{cost['exhaustive_sweep_nfe']} exhaustive ({cost['nfe_ratio']:.0%})", err=True)
-        _merge_summary(Path(result["run_dir"]), {"min_steps": result})
     elif search == "exhaustive":
-        result = json.loads((run_sweep(source, out=out, tolerances=tolerances).dir / "summary.json").read_text())
-        result = result["min_steps"]
+        from .api import run as run_sweep
+
+        result = run_sweep(source, out=out, tolerances=tolerances).summary["min_steps"]
     else:
         raise EvalkitError(f"unknown search {search!r}: use --search exhaustive or --search adaptive")
     keep = ("min_steps", "reached", "why", "nfe", "seconds_per_image", "quality", "evidence", "evaluated_steps")
     typer.echo(json.dumps({name: {k: entry[k] for k in keep if k in entry}
                            for name, entry in result["schedulers"].items()}, indent=2))
-
-
-def _merge_summary(folder: Path, update: dict) -> None:
-    import json
-
-    from .store import atomic_write, read_json
-
-    path = folder / "summary.json"
-    summary = read_json(path, f"delete it and rerun `evalkit score {folder}`") if path.is_file() else {}
-    atomic_write(path, json.dumps({**summary, **update}, indent=2, default=str).encode())
 
 
 @app.command()
@@ -202,9 +188,9 @@ def recommend(run_dir: str = typer.Argument(..., help="A scored run folder."),
     import json
 
     from .report.recommend import recommend as pick, recommendation_text
-    from .report.data import load_run
+    from .store.read import ScoredRun
 
-    result = pick(load_run(Path(run_dir)), metric, max_seconds=max_seconds, max_nfe=max_nfe, cost=cost)
+    result = pick(ScoredRun.read(run_dir), metric, max_seconds=max_seconds, max_nfe=max_nfe, cost=cost)
     typer.echo(json.dumps(result, indent=2) if as_json else recommendation_text(result))
 
 
@@ -231,7 +217,7 @@ def doctor():
 
     from .metrics import METRICS
     from .metrics.base import MetricOptions, torch_home
-    from .summary import versions
+    from .stages.summary import versions
 
     for name, version in versions().items():
         typer.echo(f"{name:<16}{version}")
@@ -252,7 +238,7 @@ def doctor():
 @app.command()
 def schedulers():
     """List the scheduler registry."""
-    from .schedulers import SCHEDULERS
+    from .sweep.schedulers import SCHEDULERS
 
     typer.echo(f"{'name':<24}{'family':<8}{'display name':<20}{'diffusers class':<34}notes")
     for spec in SCHEDULERS:

@@ -16,9 +16,10 @@ from .errors import EvalkitError
 DEFAULT_STEPS = (1, 2, 3, 4, 6, 8, 10, 15, 20, 25, 30, 40, 50)
 DEFAULT_PROMPTS = "prompts/default.txt"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# The execution backends (executors.EXECUTORS registers one runner per name; config only needs the names,
+# The execution backends (stages/executors.py registers one runner per name; config only needs the names,
 # so validating a config imports no stage).
 BACKENDS = ("local", "ray")
+OWN_REFERENCES = "references"  # fid_reference: each column against its own units' high-step references
 TOML_HEADER = "# resolved by evalkit: the exact sweep that produced this run folder"  # marks a run folder's config
 DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPES = ("float32", "float16", "bfloat16")
@@ -34,7 +35,7 @@ class SweepConfig:
     """One sweep. Every field is a TOML key of the same name; flags override the file."""
 
     model: str = "builtin:mixture"
-    schedulers: tuple[str, ...] | None = None  # None: the model family's defaults (schedulers.DEFAULTS)
+    schedulers: tuple[str, ...] | None = None  # None: the model family's defaults (sweep/schedulers.py)
     steps: tuple[int, ...] = DEFAULT_STEPS
     seeds: tuple[int, ...] = (0, 1, 2, 3)  # `seeds = 4` in TOML or `--seeds 4` means 0..3
     prompts: str = DEFAULT_PROMPTS
@@ -48,7 +49,7 @@ class SweepConfig:
     # A common high-step reference per prompt+seed, rendered with a high-order deterministic
     # solver: more accurate than "the same scheduler at 1000 steps" (FIELD-NOTES) and one
     # reference per prompt+seed instead of one per scheduler. "same" = each scheduler's own.
-    # None: the model family's (schedulers.REFERENCE: dpmpp_2m_karras, or flow_dpmpp_2m_karras for flow models)
+    # None: the model family's (FAMILY_DEFAULTS: dpmpp_2m_karras, or flow_dpmpp_2m_karras for flow models)
     reference_scheduler: str | None = None
     reference_steps: int = 200
     revision: str | None = None
@@ -58,10 +59,10 @@ class SweepConfig:
     backbones: dict[str, str] = field(default_factory=dict)
     # what FID/KID compare each (scheduler, steps) set with: "references" (the high-step references),
     # a folder of real images, or an .npz with mu/sigma (FID only)
-    fid_reference: str = "references"
-    # gating metric -> tolerance for minimum useful steps; empty = the documented defaults (plateau.py)
+    fid_reference: str = OWN_REFERENCES
+    # gating metric -> tolerance for minimum useful steps; empty = the documented defaults (minsteps/perseed.py)
     tolerances: dict[str, float] = field(default_factory=dict)
-    # where render and score run (executors.py); none of these change a result, only how fast it comes
+    # where render and score run (stages/executors.py); none of these change a result, only how fast it comes
     backend: str = "local"  # local | ray
     ray_address: str | None = None  # None: start a local Ray; "auto" or HOST:PORT: join that cluster
     workers: int | None = None  # Ray workers (model/backbone replicas); None: one per CPU, or per GPU share
@@ -112,7 +113,7 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
     if "backbones" in v:
         v["backbones"] = _backbones(v["backbones"])
     if "tolerances" in v:
-        v["tolerances"] = _tolerances(v["tolerances"])
+        v["tolerances"] = parse_tolerances(v["tolerances"])
     if v.get("size") is not None and v["size"] > MAX_SIZE:
         raise EvalkitError(f"size {v['size']} px is too large (limit {MAX_SIZE}: one {v['size']}² image needs "
                            f"{3 * 4 * v['size'] ** 2 / 2**30:.0f} GiB of float32 pixels alone): use e.g. --size 512")
@@ -211,7 +212,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
     if unknown:
         make_config(values, source=str(path))  # raises the unknown-key error naming the file
     for key in ("prompts", "out", "fid_reference"):
-        if key == "fid_reference" and values.get(key) == "references":
+        if key == "fid_reference" and values.get(key) == OWN_REFERENCES:
             continue
         if isinstance(values.get(key), str) and not Path(values[key]).expanduser().is_absolute():
             if not (key == "prompts" and values[key] == DEFAULT_PROMPTS):
@@ -287,7 +288,7 @@ def _backbones(value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _tolerances(value: Any) -> dict[str, float]:
+def parse_tolerances(value: Any) -> dict[str, float]:
     """A TOML table, or `metric=value,...` from a flag; each tolerance a number > 0."""
     pairs = _backbones(value) if isinstance(value, str) else value
     if not isinstance(pairs, dict):

@@ -4,6 +4,9 @@ On builtin:mixture (DDPM family) and builtin:mixture-flow (flow matching) the im
 scheduler converges to is computable (a tight ODE solve from the same noise). For each family the same rule
 and tolerances that judge the harness's sweep against its high-step reference are applied to the same sweep
 against that ground truth; the two answers must agree to within one swept step count per scheduler.
+
+It drives whole runs (render, score, report) through the api, so it sits beside the CLI, above every stage:
+minsteps/ supplies the rule it checks and must not import the api.
 """
 from __future__ import annotations
 
@@ -18,16 +21,22 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from .api import run, score
 from .config import SweepConfig
 from .metrics import METRICS
 from .metrics.base import MetricOptions
+from .minsteps.answer import summarize_min_steps
+from .minsteps.distribution import PIXEL, Distance, judge_schedulers
+from .minsteps.perseed import DEFAULT_TOLERANCES
 from .models import load_model
-from .plateau import DEFAULT_TOLERANCES, summarize_plateau
-from .runner import run, score
-from .schedulers import DEFAULTS, REFERENCE, SCHEDULERS
-from .score import load_images
-from .stats import bootstrap_means
-from .store import UNIT_COLUMN, RunDir, ScoredRun, atomic_write
+from .store.files import atomic_write, make_dirs
+from .store.folder import RunDir
+from .store.read import ScoredRun
+from .store.tables import UNIT_COLUMN, with_references
+from .stages.features import feature_store
+from .stages.workers import load_images
+from .stats.bootstrap import bootstrap_means
+from .sweep.schedulers import FAMILY_DEFAULTS, SCHEDULERS
 
 METRIC = "ssim"  # weight-free, so the self-test runs on any machine
 MODELS = {"ddpm": "builtin:mixture", "flow": "builtin:mixture-flow"}  # family -> its exact model
@@ -46,32 +55,29 @@ def selftest(config: SweepConfig) -> tuple[list[dict[str, Any]], bool]:
     for family, model in MODELS.items():
         if named and family not in named:  # a config that names schedulers checks only their families
             continue
-        family_config = dataclasses.replace(
-            config, model=model, metrics=(METRIC,), schedulers=family_schedulers(config.schedulers, family),
-            reference_scheduler=family_reference(config.reference_scheduler, family),
-            out=str(config.run_dir() / family))
-        rows += [{"family": family, **row} for row in _selftest_one(family_config)]
+        rows += [{"family": family, **row} for row in _selftest_one(family_config(config, family, model))]
     # stochastic samplers: the distribution rule against exact samples of builtin:mixture's distribution
-    stochastic = tuple(s for s in (config.schedulers or DEFAULTS["ddpm"])
+    stochastic = tuple(s for s in (config.schedulers or FAMILY_DEFAULTS["ddpm"].schedulers)
                        if SCHEDULERS.get(s).stochastic and SCHEDULERS.get(s).family == "ddpm")
     rows += [{"family": "ddpm", **row} for row in stochastic_selftest(
         dataclasses.replace(config, schedulers=stochastic), RunDir(config.run_dir() / "ddpm"))]
     return rows, all(r["match"] is not False for r in rows)  # None: the rule could not judge, said in the row
 
 
-def family_schedulers(names: tuple[str, ...] | None, family: str) -> tuple[str, ...]:
+def family_config(config: SweepConfig, family: str, model: str) -> SweepConfig:
+    """The config's sweep on one family's exact model: its deterministic schedulers of that family (none named:
+    DDPM's default deterministic ones, or every deterministic flow solver), its reference scheduler if it fits the
+    family ("same" always does; otherwise None, so the run fills in the family's default), in `<out>/<family>`."""
     deterministic = [s.name for s in SCHEDULERS if s.family == family and not s.stochastic]
-    chosen = [n for n in (SCHEDULERS.canonical(n) for n in names or ()) if n in deterministic]
-    if chosen:
-        return tuple(chosen)
-    return tuple(n for n in DEFAULTS[family] if n in deterministic) if family == "ddpm" else tuple(deterministic)
-
-
-def family_reference(name: str | None, family: str) -> str:
-    """The config's reference scheduler if it fits the family ("same" always does), else the family's default."""
-    if name == "same" or (name is not None and SCHEDULERS.get(name).family == family):
-        return name
-    return REFERENCE[family]
+    chosen = [n for n in (SCHEDULERS.canonical(n) for n in config.schedulers or ()) if n in deterministic]
+    if not chosen:
+        chosen = [n for n in FAMILY_DEFAULTS[family].schedulers if n in deterministic] if family == "ddpm" \
+            else deterministic
+    reference = config.reference_scheduler
+    if reference not in (None, "same") and SCHEDULERS.get(reference).family != family:
+        reference = None
+    return dataclasses.replace(config, model=model, metrics=(METRIC,), schedulers=tuple(chosen),
+                               reference_scheduler=reference, out=str(config.run_dir() / family))
 
 
 def format_rows(rows: list[dict[str, Any]]) -> list[str]:
@@ -101,7 +107,7 @@ def _selftest_one(config: SweepConfig) -> list[dict[str, Any]]:
                                   load_images(truth_paths[(r.prompt_id, r.seed)] for r in chunk.itertuples()))
         values += [(r.prompt_id, r.seed, r.scheduler, r.steps, METRIC, float(v)) for r, v in zip(chunk.itertuples(), scores)]
     values = pd.DataFrame(values, columns=[*UNIT_COLUMN, "metric", "value"])
-    truth = summarize_plateau(bootstrap_means(values), values, images, tolerance)["schedulers"]
+    truth = summarize_min_steps(bootstrap_means(values), values, images, tolerance)["schedulers"]
     steps = sorted(config.steps)
     return [_row(s, harness[s]["min_steps"], truth[s]["min_steps"], steps, "per-seed convergence (ssim)")
             for s in sorted(truth)]
@@ -113,8 +119,7 @@ def ground_truth_images(run: RunDir, sweep: pd.DataFrame, config: SweepConfig) -
     pipe = model.pipe
     guidance = config.guidance if config.guidance is not None else model.default_guidance
     size = config.size or model.default_size
-    folder = run.path / "cache" / "groundtruth"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_dirs(run.groundtruth_dir)
     paths = {}
     for unit in sweep[["prompt_id", "seed", "prompt"]].drop_duplicates(["prompt_id", "seed"]).itertuples():
         ident = json.dumps([model.identity, unit.prompt, unit.seed, guidance, size, config.negative_prompt])
@@ -145,54 +150,57 @@ def _readable(path) -> bool:
 def stochastic_selftest(config: SweepConfig, truth_cache: RunDir) -> list[dict[str, Any]]:
     """Rows (scheduler, harness, truth, match, rule) for the sweep's stochastic samplers.
 
-    The harness judges each sampler by the distribution rule (distribution.py) against its high-step
+    The harness judges each sampler by the distribution rule (minsteps/distribution.py) against its high-step
     references. The truth applies the same rule with the target replaced by exact samples of the true
     distribution: for each prompt+seed, the probability-flow ODE solved to 1e-9 from the unit's own starting
     noise (`ground_truth_images`). The exact flow carries the Gaussian start to the model's distribution, so
     these are exact draws (up to the schedule's sigma_min = 0.029: the posterior mean there, 1.4% of the range
     less grain), made without any diffusers scheduler. Distance: KID's kernel on Inception features when
     those weights are present (then summary.json's own answer is the harness's), else the weight-free pixel
-    RBF (distribution.pixel_kernel) on both sides; each row names it."""
-    from .distribution import judge_schedulers
-    from .score import feature_store, with_references
-
+    RBF (distribution.PIXEL) on both sides; each row names it."""
     stochastic = tuple(s for s in config.schedulers if SCHEDULERS.get(s).stochastic)
     if config.guidance is not None and config.guidance > 1.0:  # guided ODE and SDE flows sample different laws
         return [{"scheduler": s, "harness": None, "truth": None, "match": None, "rule": "distribution",
                  "why": f"not checked: with guidance {config.guidance:g} the ODE's law is not the sampler's"}
                 for s in stochastic]
-    kid = METRICS.get("kid")
-    learned = not kid.missing_weights(MetricOptions())
-    config = dataclasses.replace(config, model="builtin:mixture", schedulers=stochastic,
-                                 metrics=("kid",) if learned else (METRIC,), out=str(config.run_dir() / "stochastic"))
+    learned = not METRICS.get("kid").missing_weights(MetricOptions())
     if not stochastic:
         return []
-    result = score(config)  # no report for this sub-run: the rows are the output
-    config = result.config  # resolved: the family's reference scheduler filled in
-    images = result.images
+    # no report for this sub-run: the rows are the output
+    result = score(dataclasses.replace(config, model="builtin:mixture", schedulers=stochastic,
+                                       metrics=("kid",) if learned else (METRIC,),
+                                       out=str(config.run_dir() / "stochastic")))
+    config, images = result.config, result.images  # resolved: the family's reference scheduler filled in
     pairs = with_references(images, config)
     truth = ground_truth_images(truth_cache, pairs, config)
     shas = {unit: hashlib.sha256(path.read_bytes()).hexdigest() for unit, path in truth.items()}
     pairs["truth_sha256"] = [shas[(p, s)] for p, s in zip(pairs.prompt_id, pairs.seed)]
-    if learned:
-        store = feature_store(result.dir, kid, MetricOptions())
-        store.compute(kid, MetricOptions(batch_size=config.batch_size), [(shas[u], truth[u]) for u in truth])
-        features, metric = store.load, "kid"
-        summary = json.loads((result.dir / "summary.json").read_text())["min_steps"]["schedulers"]
-        harness = {s: e["distribution"] for s, e in summary.items()}
-    else:
-        paths = {sha: result.dir / p for sha, p in zip(images.sha256, images.path)}
-        paths.update((shas[u], truth[u]) for u in truth)
-        features, metric = (lambda keys: load_images(paths[k] for k in keys).flatten(1).double().numpy() / 255.0), \
-            "pixel-mmd"
-        harness = judge_schedulers(features, pairs, metric)
-    exact = judge_schedulers(features, pairs, metric, target_column="truth_sha256")
-    rows = [_row(s, harness[s]["min_steps"], exact[s]["min_steps"], sorted(config.steps), f"distribution ({metric})")
+    features, distance, harness = _harness(result, pairs, {shas[u]: path for u, path in truth.items()}, learned)
+    exact = judge_schedulers(features, pairs, distance, target_column="truth_sha256")
+    rows = [_row(s, harness[s]["min_steps"], exact[s]["min_steps"], sorted(config.steps),
+                 f"distribution ({distance.name})")
             for s in sorted(exact)]
     for row in rows:  # a rule that could not judge checks nothing: say so instead of a vacuous match
         if "evidence" not in harness[row["scheduler"]]:
             row.update(match=None, why=f"not checked: {harness[row['scheduler']].get('why')}")
     return rows
+
+
+def _harness(result: Any, pairs: pd.DataFrame, truth: dict[str, Any], learned: bool) -> tuple[Any, Distance, dict]:
+    """The features both sides are measured with (truth images: sha -> path), the distance, and the harness's own
+    answer per sampler: summary.json's when KID judged the run, else the same rule on the pixel kernel."""
+    if learned:
+        kid = METRICS.get("kid")
+        store = feature_store(RunDir(result.dir), kid, MetricOptions())
+        store.compute(kid, MetricOptions(batch_size=result.config.batch_size), list(truth.items()))
+        harness = {s: e["distribution"] for s, e in result.summary["min_steps"]["schedulers"].items()}
+        return store.load, Distance.of("kid"), harness
+    paths = {sha: result.dir / p for sha, p in zip(result.images.sha256, result.images.path)} | truth
+
+    def pixels(keys: list[str]) -> Any:
+        return load_images(paths[k] for k in keys).flatten(1).double().numpy() / 255.0
+
+    return pixels, PIXEL, judge_schedulers(pixels, pairs, PIXEL)
 
 
 def _row(scheduler: str, ours: int | None, true: int | None, steps: list[int], rule: str) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def test_scheduler_swap_keeps_the_model_and_its_schedule(tiny_sd_dir):
     assert model.scheduler_config["timestep_spacing"] == "trailing"
     run_keys = {}
     for name in ("euler", "dpmpp_2m_karras"):
-        from evalkit.schedulers import build_scheduler, get_scheduler
+        from evalkit.sweep.schedulers import build_scheduler, get_scheduler
         pipe.scheduler = build_scheduler(get_scheduler(name), model.scheduler_config)
         run_keys[name] = type(pipe.scheduler).__name__
         assert pipe.scheduler.config.timestep_spacing == "trailing"

@@ -16,6 +16,7 @@ from fake_clip import TINY_CLIP, backbone_string, register_tiny_clip, save_tiny_
 from evalkit.metrics import METRICS
 from evalkit.metrics.base import MetricOptions
 from evalkit.metrics.clip import embedding_id, eval_preprocess, parse_backbone
+from evalkit.store.folder import RunDir
 
 PROMPTS = "a cat sitting on a mat\nthree apples on a table\n"
 
@@ -67,7 +68,7 @@ def test_one_backbone_embeds_each_image_once_for_both_metrics(tmp_path, image_to
     distinct = run.images.sha256.nunique()
     assert distinct == len(run.images) == 2 * 2 * 2 * 2 + 4  # sweep + references, all different images
     assert list(image_tower_calls.values()) == [distinct]  # once per image, for clip_score and CMMD together
-    assert len(list((run.dir / "cache" / "features").iterdir())) == 1
+    assert len(list(RunDir(run.dir).features_root.iterdir())) == 1
     # `computed`: clip_score counts the (image, prompt) scores it computed, CMMD the images it embedded
     assert run.score.computed == {"clip_score": distinct, "cmmd": 0 if metrics[0] == "clip_score" else distinct}
 
@@ -77,7 +78,7 @@ def test_one_backbone_embeds_each_image_once_for_both_metrics(tmp_path, image_to
     for key, value in expected.items():
         assert scores[key] == pytest.approx(value, abs=1e-4)
     # the same values as clip_score's direct path (image tower per call, no cache), to float rounding
-    from evalkit.score import load_images
+    from evalkit.stages.workers import load_images
 
     direct = METRICS.get("clip_score").build(MetricOptions(backbone=backbone)).score(
         load_images(run.dir / p for p in run.images.path), list(run.images.prompt))
@@ -95,7 +96,7 @@ def test_different_backbones_compute_apart(tmp_path, image_tower_calls):
     run = evalkit.score(sweep(tmp_path, {"clip_score": backbone_string(first), "cmmd": backbone_string(second)}))
     distinct = run.images.sha256.nunique()
     assert sorted(image_tower_calls.values()) == [distinct, distinct] and len(image_tower_calls) == 2
-    assert len(list((run.dir / "cache" / "features").iterdir())) == 2
+    assert len(list(RunDir(run.dir).features_root.iterdir())) == 2
     expected = independent_clip_scores(run, first)
     scores = run.scores.set_index("key").value
     assert max(abs(scores[k] - v) for k, v in expected.items()) < 1e-4

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import evalkit
-from evalkit import gate
+from evalkit.gate import gate_main
 from evalkit.report import write_report
 from evalkit.report.compare import write_comparison
 from test_report import Page
@@ -111,7 +111,7 @@ def test_joint_frontier_is_every_undominated_point_of_both_runs(runs, page):
 
 
 def test_verdict_is_what_the_gate_decides(runs, page, tmp_path, capsys):
-    code = gate.gate_main(runs["base"], runs["worse"], rules=runs["rules"], junit=tmp_path / "j.xml")
+    code = gate_main(runs["base"], runs["worse"], rules=runs["rules"], junit=tmp_path / "j.xml")
     capsys.readouterr()
     failed = {c.get("name") for c in ET.parse(tmp_path / "j.xml").getroot().iter("testcase")
               if c.find("failure") is not None}

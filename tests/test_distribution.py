@@ -8,9 +8,13 @@ import pytest
 
 import evalkit
 import fake_weights
-from evalkit import distribution, selftest
-from evalkit.runner import resolve_config
-from evalkit.stats import _resample_counts
+from evalkit import selftest
+from evalkit.metrics.fid import kid_kernel
+from evalkit.minsteps import distribution
+from evalkit.stats.mmd import paired_mmd2
+from evalkit.config import resolve_config
+from evalkit.stats.bootstrap import resample_counts
+from evalkit.store.folder import RunDir
 
 PROMPTS = "a cat sitting on a mat\nthree apples on a table\na landscape with mountains\n"
 
@@ -18,17 +22,18 @@ PROMPTS = "a cat sitting on a mat\nthree apples on a table\na landscape with mou
 def test_paired_mmd2_is_the_u_statistic_over_distinct_units():
     rng = np.random.default_rng(1)
     x, y = rng.normal(size=(7, 5)), rng.normal(0.3, 1.0, size=(7, 5))
-    k = distribution.kid_kernel
-    direct = np.mean([k(x[[i]], x[[j]])[0, 0] + k(y[[i]], y[[j]])[0, 0] - k(x[[i]], y[[j]])[0, 0]
-                      - k(x[[j]], y[[i]])[0, 0] for i in range(7) for j in range(7) if i != j])
-    h = distribution.pair_matrix(x, y, k)
-    assert distribution.paired_mmd2(h) == pytest.approx(direct, rel=1e-12)
+    k = kid_kernel
+    h = np.array([[k(x[[i]], x[[j]])[0, 0] + k(y[[i]], y[[j]])[0, 0] - k(x[[i]], y[[j]])[0, 0] - k(x[[j]], y[[i]])[0, 0]
+                   for j in range(7)] for i in range(7)])
+    direct = np.mean([h[i, j] for i in range(7) for j in range(7) if i != j])
+    blocks = k(x, x), k(y, y), k(x, y)
+    assert paired_mmd2(*blocks, np.ones((1, 7)))[0] == pytest.approx(direct, rel=1e-12)
     # a bootstrap replicate = the same statistic over the distinct resampled index pairs (never a unit with itself)
-    counts = _resample_counts(7, 3, seed=4)
+    counts = resample_counts(7, 3, seed=4)
     draw = np.repeat(np.arange(7), counts[0].astype(int))
     pairs = [(a, b) for a in range(len(draw)) for b in range(len(draw)) if draw[a] != draw[b]]
     expected = np.mean([h[draw[a], draw[b]] for a, b in pairs])
-    assert distribution.paired_mmd2(h, counts)[0] == pytest.approx(expected, rel=1e-12)
+    assert paired_mmd2(*blocks, counts)[0] == pytest.approx(expected, rel=1e-12)
 
 
 def test_rule_finds_the_first_count_whose_distribution_matches_the_target():
@@ -39,8 +44,8 @@ def test_rule_finds_the_first_count_whose_distribution_matches_the_target():
     target = rng.normal(size=(n, d))
     shift = {1: 3.0, 2: 1.5, 4: 0.8, 8: 0.0, 16: 0.0}
     columns = {s: 0.9 * target + np.sqrt(1 - 0.81) * rng.normal(size=(n, d)) + shift[s] for s in shift}
-    tolerance = distribution.noise_floor(target, [f"p{i % 4}" for i in range(n)], distribution.kid_kernel)
-    evidence = distribution.distribution_evidence(columns, target, tolerance, distribution.kid_kernel)
+    tolerance = distribution.noise_floor(target, [f"p{i % 4}" for i in range(n)], kid_kernel)
+    evidence = distribution.distribution_evidence(columns, target, tolerance, kid_kernel)
     assert [e["pass"] for e in evidence] == [False, False, False, True, True]
     assert evidence[0]["distance"] > evidence[2]["distance"] > abs(evidence[4]["distance"])
 
@@ -96,7 +101,7 @@ def test_cmmd_judges_every_scheduler_when_scored(cmmd_run):
     block = json.loads((cmmd_run.dir / "summary.json").read_text())["min_steps"]
     backbone = cmmd_run.config.backbones["cmmd"]
     assert block["distribution"] == {"metric": "cmmd", "backbone": backbone, "rule": distribution.rule_text(
-        "cmmd", backbone)}
+        distribution.Distance.of("cmmd"), backbone)}
     assert f"cmmd: CMMD's Gaussian RBF kernel (sigma 10, x1000) on L2-normalised CLIP image embeddings, backbone " \
            f"{backbone}" in block["rule"]
     entries = block["schedulers"]
@@ -110,10 +115,11 @@ def test_cmmd_judges_every_scheduler_when_scored(cmmd_run):
         assert (entry["min_steps"] is not None) == entry["reached"] and entry["judged_by"]
     # D is the paired U-statistic of CMMD's kernel on the embeddings score cached, checked by loops
     from evalkit.metrics.cmmd import scaled_kernel
-    from evalkit.score import feature_store, with_references
+    from evalkit.stages.features import feature_store
+    from evalkit.store.tables import with_references
 
     spec = evalkit.metrics.METRICS.get("cmmd")
-    store = feature_store(cmmd_run.dir, spec, evalkit.metrics.base.MetricOptions(backbone=backbone))
+    store = feature_store(RunDir(cmmd_run.dir), spec, evalkit.metrics.base.MetricOptions(backbone=backbone))
     pairs = with_references(cmmd_run.images, cmmd_run.config)
     column = pairs[(pairs.scheduler == "euler_a") & (pairs.steps == 15)].sort_values(["prompt_id", "seed"])
     x, y = store.load(column.sha256), store.load(column.reference_sha256)
@@ -134,7 +140,6 @@ def test_cmmd_is_chosen_over_kid_when_both_are_scored(cmmd_run):
     stand-in; only which metric judges is under test, and KID's features are never read)."""
     import dataclasses
 
-    from evalkit.store import RunDir
 
     both = dataclasses.replace(cmmd_run.score, set_scores={"kid": cmmd_run.score.set_scores["cmmd"],
                                                            **cmmd_run.score.set_scores})
@@ -185,6 +190,6 @@ def test_selftest_checks_stochastic_samplers_against_the_exact_distribution(self
             out = {s: {**e, "min_steps": 2, "reached": True} for s, e in out.items()}
         return out
 
-    monkeypatch.setattr(distribution, "judge_schedulers", claims_one_step)
+    monkeypatch.setattr(selftest, "judge_schedulers", claims_one_step)
     rows, ok = selftest.selftest(selftest_config)
     assert not ok and [r["scheduler"] for r in rows if r["match"] is False] == ["dpmpp_2m_sde_karras", "euler_a"]

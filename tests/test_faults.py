@@ -20,8 +20,9 @@ from PIL import Image
 import evalkit
 from evalkit.metrics import METRICS
 from evalkit.metrics.base import MetricOptions
-from evalkit.score import FeatureStore
-from evalkit.store import RunDir, read_json, sha256_of
+from evalkit.stages.features import FeatureStore
+from evalkit.store.files import read_json, sha256_of
+from evalkit.store.folder import RunDir
 
 TESTS = Path(__file__).resolve().parent
 SWEEP = {"schedulers": ["euler", "dpmpp_2m"], "steps": [2, 4], "seeds": 2, "reference_steps": 20, "metrics": ["ssim"],
@@ -133,7 +134,7 @@ def test_a_corrupt_images_table_names_its_fix_and_the_fix_works(run_copy, evalki
 
 def test_a_corrupt_cache_file_is_recomputed(run_copy, evalkit_cli):
     scores = pd.read_parquet(run_copy / "scores.parquet")
-    [cache] = (run_copy / "cache" / "scores").glob("ssim-*[0-9a-f].json")
+    [cache] = RunDir(run_copy).scores_cache_dir.glob("ssim-*[0-9a-f].json")
     cache.write_bytes(b'{"abc": ')
     code, out, err = evalkit_cli(["score", str(run_copy)])
     assert code == 0, err

@@ -72,17 +72,17 @@ def test_help_listing_and_config_errors_load_no_heavy_module(args):
 
 def test_config_validates_backends_without_the_executors():
     assert _modules_after("from evalkit.config import make_config; make_config({'backend': 'ray'})\n"
-                          "assert 'evalkit.executors' not in sys.modules") == []
-    from evalkit.executors import EXECUTORS
+                          "assert 'evalkit.stages.executors' not in sys.modules") == []
+    from evalkit.stages.executors import EXECUTORS
 
     assert EXECUTORS.names() == list(BACKENDS)
 
 
 def test_lazy_package_still_runs_stages():
     import evalkit
-    from evalkit import runner
+    from evalkit import api
 
-    assert evalkit.run is runner.run and evalkit.Run is runner.Run
+    assert evalkit.run is api.run and evalkit.Run is api.Run and evalkit.score is api.score
     with pytest.raises(AttributeError):
         evalkit.no_such_name  # noqa: B018
 

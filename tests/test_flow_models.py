@@ -17,9 +17,13 @@ import evalkit
 from evalkit.config import DEFAULT_STEPS
 from evalkit.errors import EvalkitError
 from evalkit.models import LoadOptions, load_model
-from evalkit.plan import RenderSettings
-from evalkit.render import Renderer
-from evalkit.schedulers import DEFAULTS, REFERENCE, SCHEDULERS, build_scheduler, config_of, get_scheduler
+from evalkit.sweep.plan import RenderSettings
+from evalkit.stages.render import Renderer
+from evalkit.models import scheduler_config_of as config_of
+from evalkit.sweep.schedulers import FAMILY_DEFAULTS, SCHEDULERS, build_scheduler, get_scheduler
+
+DEFAULTS = {family: d.schedulers for family, d in FAMILY_DEFAULTS.items()}
+REFERENCE = {family: d.reference for family, d in FAMILY_DEFAULTS.items()}
 from tiny_models import FLOW_IMAGE_SIZE, save_tiny_flow
 
 FLOW = [s.name for s in SCHEDULERS if s.family == "flow"]
@@ -152,7 +156,7 @@ def _batch_sizes(folder, guidance: float, steps: int = 3) -> tuple[list[int], np
     sizes = []
     handle = model.denoiser.register_forward_pre_hook(lambda m, args, kwargs: sizes.append(kwargs["hidden_states"].shape[0]),
                                                       with_kwargs=True)
-    from evalkit.plan import RenderJob
+    from evalkit.sweep.plan import RenderJob
 
     jobs = [RenderJob(f"k{i}", f"p{i}", text, i, "flow_euler", steps, "sweep") for i, text in enumerate(["a cat", "a dog"])]
     rendered, _ = renderer.render(jobs)
@@ -190,7 +194,7 @@ def test_native_is_the_shipped_scheduler_recorded_in_the_key(folders, prompts, t
     assert list(native.sha256) == list(euler.sha256)  # SD3 ships plain FlowMatchEuler: same pixels...
     assert set(native.key).isdisjoint(euler.key)  # ...under another name and key
     model = load_model(f"diffusers:{folders['sd3']}", LoadOptions())
-    from evalkit.plan import _scheduler_config
+    from evalkit.sweep.plan import _scheduler_config
 
     recorded = _scheduler_config("native", model)
     assert recorded["_class_name"] == "FlowMatchEulerDiscreteScheduler" and recorded["shift"] == 3.0

@@ -10,9 +10,14 @@ import pytest
 
 import evalkit
 from evalkit.errors import EvalkitError
-from evalkit.gate import HEADER, Rule, check_comparable, evaluate, gate_main, load_run, paired_deltas
+from evalkit.gate import gate_main
+from evalkit.gate.comparable import check_comparable
+from evalkit.gate.judge import evaluate, paired_deltas
+from evalkit.gate.outputs import HEADER
+from evalkit.gate.rules import Rule
+from evalkit.store.read import ScoredRun
 from evalkit.metrics import METRICS, register
-from evalkit.stats import paired_difference
+from evalkit.stats.bootstrap import paired_difference
 
 PROMPTS = "a ginger cat sleeping on a wool blanket\na small orange fish swimming in a glass bowl\n"
 WORSE = "python:plugins.worse_mixture:make_pipeline"
@@ -68,7 +73,7 @@ def test_worse_candidate_fails_ssim_regression(runs, tmp_path):
 
 def test_regression_is_judged_on_the_ci_bound_not_the_mean(runs, tmp_path):
     """A max_drop between the mean drop and the CI's worse bound fails; one beyond the bound passes."""
-    d = paired_deltas(load_run(runs["base"]), load_run(runs["worse"]))
+    d = paired_deltas(ScoredRun.read(runs["base"]), ScoredRun.read(runs["worse"]))
     row = d[(d.metric == "ssim") & (d.scheduler == "euler") & (d.steps == 15)].iloc[0]
     mean_drop, worst_drop = -row["mean"], -row.ci_low  # ssim: higher is better
     assert 0 < mean_drop < worst_drop
@@ -79,7 +84,7 @@ def test_regression_is_judged_on_the_ci_bound_not_the_mean(runs, tmp_path):
 
 def test_paired_deltas_match_stats_paired_difference(runs):
     """The vectorised deltas equal stats.paired_difference on the two runs as two pseudo-columns."""
-    base, cand = load_run(runs["base"]), load_run(runs["worse"])
+    base, cand = ScoredRun.read(runs["base"]), ScoredRun.read(runs["worse"])
     pick = lambda r, label: r.values[(r.values.scheduler == "euler") & (r.values.steps == 8)].assign(  # noqa: E731
         scheduler=label, steps=0)
     values = pd.concat([pick(base, "baseline"), pick(cand, "candidate")])
@@ -127,7 +132,7 @@ def test_bad_rules_file(runs, tmp_path, text, message):
 
 
 def test_thresholds_only_bands(runs, tmp_path):
-    value = load_run(runs["worse"]).set_value("ssim", ("euler", 8))
+    value = ScoredRun.read(runs["worse"]).set_value("ssim", ("euler", 8))
     band = "[[band]]\nmetric = 'ssim'\nscheduler = 'euler'\nsteps = 8\nlo = {}\nhi = {}\n"
     inside = write(tmp_path, band.format(value - 0.01, value + 0.01), "in.toml")
     outside = write(tmp_path, band.format(value + 0.01, value + 0.02), "out.toml")
@@ -155,7 +160,7 @@ def test_markdown_has_header_and_one_row_per_rule_instance(runs, tmp_path):
 
 
 def test_comparability_names_every_difference(runs):
-    base, cand = load_run(runs["base"]), load_run(runs["same"])
+    base, cand = ScoredRun.read(runs["base"]), ScoredRun.read(runs["same"])
     cand.images = cand.images.assign(
         prompt=cand.images.prompt.where(cand.images.prompt_id != "p001", "a blue bird on a branch"), width=32)
     with pytest.raises(EvalkitError, match=r"not comparable: prompts differ at p001; image size 64x64 vs 32x64"):
@@ -167,7 +172,7 @@ def test_lower_is_better_metric_is_oriented_so_negative_is_worse(runs):
     spec = dataclasses.replace(METRICS.get("ssim"), name="ssim_loss", higher_is_better=False)
     register(spec)
     try:
-        base, cand = load_run(runs["base"]), load_run(runs["worse"])
+        base, cand = ScoredRun.read(runs["base"]), ScoredRun.read(runs["worse"])
         for r in (base, cand):
             loss = r.values[r.values.metric == "ssim"].assign(metric="ssim_loss", value=lambda t: 1 - t.value)
             r.values = pd.concat([r.values, loss], ignore_index=True)
@@ -184,13 +189,13 @@ def test_lower_is_better_metric_is_oriented_so_negative_is_worse(runs):
 
 def test_wildcard_skips_not_convergent_columns(runs):
     """Stochastic samplers' convergence values never converge per seed: "*" leaves them out, a name keeps them."""
-    base, cand = load_run(runs["base"]), load_run(runs["same"])
+    base, cand = ScoredRun.read(runs["base"]), ScoredRun.read(runs["same"])
     for r in (base, cand):
         r.set_scores = r.set_scores.assign(flags=r.set_scores["flags"].where(r.set_scores.scheduler != "euler",
                                                                            "not-convergent"))
     wildcard = evaluate([Rule("regression", "test", metric="ssim", limit=0.05)], base, cand)
     named = evaluate([Rule("regression", "test", metric="ssim", scheduler="euler", limit=0.05)], base, cand)
-    assert {o.name.split()[2].split("@")[0] for o in wildcard} == {"dpmpp_2m_karras"}
+    assert {o.scheduler for o in wildcard} == {"dpmpp_2m_karras"}
     assert len(named) == 4
 
 

@@ -67,9 +67,9 @@ def test_a_plugin_metric_is_scored_cached_judged_reported_and_gated(tmp_path, we
     html = (run.dir / "report.html").read_text()
     assert f"absolute quality: aesthetic; plugin {SOURCE}" in html  # its curve, labelled with its kind
     from evalkit.report.charts import plateau_figure
-    from evalkit.report.data import load_run
+    from evalkit.store.read import ScoredRun
 
-    figure = plateau_figure(load_run(run.dir), "tiny_aesthetic")
+    figure = plateau_figure(ScoredRun.read(run.dir), "tiny_aesthetic")
     assert {"euler 95% CI", "euler_a 95% CI"} <= {t["name"] for t in figure["data"]}  # CI bands
     # a rerun computes nothing: the per-image cache is keyed by the plugin's identity
     assert evalkit.run(config).score.computed["tiny_aesthetic"] == 0

@@ -8,7 +8,9 @@ import torch
 
 import evalkit
 from evalkit.metrics.cmmd import SCALE, SIGMA, cmmd, rbf_kernel
-from evalkit.score import FeatureStore, load_images
+from evalkit.stages.features import FeatureStore
+from evalkit.stages.workers import load_images
+from evalkit.store.folder import RunDir
 
 
 def reference_cmmd(x, y):
@@ -97,12 +99,12 @@ def test_cmmd_through_the_stage_with_a_local_open_clip_backbone(tmp_path):
     assert table.loc[("euler", 8), "value"] == pytest.approx(expected, rel=1e-4, abs=1e-6)
     summary = json.loads((run.dir / "summary.json").read_text())
     assert summary["metrics"]["cmmd"]["backbone"] == backbone and summary["metrics"]["cmmd"]["kind"] == "realism"
-    store = FeatureStore(next((run.dir / "cache" / "features").iterdir()))
+    store = FeatureStore(next(RunDir(run.dir).features_root.iterdir()))
     assert store.load(column.sha256).shape == (6, 32)
     from evalkit.report.charts import plateau_figure
-    from evalkit.report.data import load_run
+    from evalkit.store.read import ScoredRun
 
-    figure = plateau_figure(load_run(run.dir), "cmmd")
+    figure = plateau_figure(ScoredRun.read(run.dir), "cmmd")
     assert {"euler 95% CI", "euler_a 95% CI"} <= {t["name"] for t in figure["data"]}
     assert "absolute quality: realism" in (run.dir / "report.html").read_text()
 

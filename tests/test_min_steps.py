@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from evalkit.search import coarse_counts
+from evalkit.minsteps.search import coarse_counts
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_selftest_agrees_with_ground_truth(config, tmp_path, evalkit_cli):
     code, out, _ = evalkit_cli(["selftest", str(config), "--out", str(tmp_path / "selftest")])
     print(out)
     assert code == 0 and "selftest passed" in out
-    from evalkit.schedulers import SCHEDULERS
+    from evalkit.sweep.schedulers import SCHEDULERS
 
     flow = [s for s in SCHEDULERS if s.family == "flow" and not s.stochastic]
     # the six deterministic schedulers of the default sweep, then every deterministic flow solver

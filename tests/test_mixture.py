@@ -14,8 +14,8 @@ from PIL import Image
 
 from evalkit.config import DEFAULT_PROMPTS, PROJECT_ROOT
 from evalkit.models import mixture as mx
-from evalkit.prompts import load_prompts
-from evalkit.schedulers import build_scheduler, get_scheduler
+from evalkit.sweep.prompts import load_prompts
+from evalkit.sweep.schedulers import build_scheduler, get_scheduler
 
 torch.set_num_threads(1)
 

@@ -9,8 +9,8 @@ from scipy.integrate import solve_ivp
 
 from evalkit.models import load_model
 from evalkit.models import mixture, mixture_flow
-from evalkit.render import CallCounter, SamplerCache
-from evalkit.schedulers import SCHEDULERS
+from evalkit.stages.render import CallCounter, SamplerCache
+from evalkit.sweep.schedulers import SCHEDULERS
 
 S = mixture.COMPONENT_STD
 FLOW_SOLVERS = [s.name for s in SCHEDULERS if s.family == "flow" and not s.stochastic]
@@ -139,7 +139,7 @@ def test_a_flow_run_is_batch_size_and_rerun_invariant(tmp_path, evalkit_cli):
 
 def test_selftest_covers_both_families(tmp_path):
     """A small sweep: the flow solvers' min steps against the high-step reference = against the exact ODE."""
-    from evalkit.runner import resolve_config
+    from evalkit.config import resolve_config
     from evalkit.selftest import format_rows, selftest
 
     (tmp_path / "prompts.txt").write_text("a cat sitting on a mat\nthree apples on a table\n")

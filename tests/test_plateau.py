@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 import evalkit
-import evalkit.stats
-from evalkit.plateau import knee, summarize_plateau
+import evalkit.stats.bootstrap
+from evalkit.minsteps.answer import summarize_min_steps
+from evalkit.minsteps.perseed import knee
 
 
 def set_scores(metric, scheduler, rows):
@@ -24,7 +25,7 @@ def images_for(scheduler, steps):
 def test_a_mean_within_tolerance_whose_bound_is_not_does_not_pass():
     # SSIM tolerance 0.05: at 10 steps the mean (0.96) is within it but the lower bound (0.94) is not
     table = set_scores("ssim", "euler", [(5, 0.90, 0.88, 0.92), (10, 0.96, 0.94, 0.98), (20, 0.97, 0.955, 0.985)])
-    out = summarize_plateau(table, pd.DataFrame(), images_for("euler", [5, 10, 20]), {"ssim": 0.05})
+    out = summarize_min_steps(table, pd.DataFrame(), images_for("euler", [5, 10, 20]), {"ssim": 0.05})
     entry = out["schedulers"]["euler"]
     assert entry["min_steps"] == 20 and entry["nfe"] == 20 and entry["seconds_per_image"] == pytest.approx(0.2)
     ten = entry["evidence"]["ssim"][1]
@@ -34,13 +35,13 @@ def test_a_mean_within_tolerance_whose_bound_is_not_does_not_pass():
 def test_it_must_stay_within_tolerance_at_every_larger_count():
     table = set_scores("lpips", "heun", [(5, 0.04, 0.03, 0.045), (10, 0.07, 0.06, 0.08), (20, 0.02, 0.01, 0.03),
                                          (40, 0.01, 0.005, 0.015)])
-    out = summarize_plateau(table, pd.DataFrame(), images_for("heun", [5, 10, 20, 40]), {"lpips": 0.05})
+    out = summarize_min_steps(table, pd.DataFrame(), images_for("heun", [5, 10, 20, 40]), {"lpips": 0.05})
     assert out["schedulers"]["heun"]["min_steps"] == 20  # 5 passes, but 10 does not: the plateau starts at 20
 
 
 def test_never_reaching_the_plateau_says_so():
     table = set_scores("ssim", "euler", [(5, 0.5, 0.4, 0.6), (10, 0.8, 0.7, 0.9)])
-    entry = summarize_plateau(table, pd.DataFrame(), images_for("euler", [5, 10]), {"ssim": 0.05})["schedulers"]["euler"]
+    entry = summarize_min_steps(table, pd.DataFrame(), images_for("euler", [5, 10]), {"ssim": 0.05})["schedulers"]["euler"]
     assert entry["min_steps"] is None and not entry["reached"] and "sweep more steps" in entry["why"]
 
 
@@ -51,8 +52,8 @@ def test_absolute_metrics_use_a_paired_drop_from_the_highest_count():
              "value": base[i] - drop + rng.normal(0, 0.05)} for s, drop in [(5, 2.0), (10, 0.2), (20, 0.0)]
             for i in range(20)]
     values = pd.DataFrame(rows)
-    table = evalkit.stats.bootstrap_means(values)
-    entry = summarize_plateau(table, values, images_for("ddim", [5, 10, 20]), {"clip_score": 0.5})["schedulers"]["ddim"]
+    table = evalkit.stats.bootstrap.bootstrap_means(values)
+    entry = summarize_min_steps(table, values, images_for("ddim", [5, 10, 20]), {"clip_score": 0.5})["schedulers"]["ddim"]
     assert entry["min_steps"] == 10
     assert entry["evidence"]["clip_score"][1]["distance"] == pytest.approx(0.2, abs=0.05)
 

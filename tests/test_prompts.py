@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.errors import EvalkitError
-from evalkit.prompts import Prompt, load_prompts
+from evalkit.sweep.prompts import Prompt, load_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "prompts" / "default.txt"

@@ -17,11 +17,11 @@ from PIL import Image
 
 import evalkit
 from evalkit.errors import EvalkitError
-from evalkit.distribution import pair_matrix, paired_mmd2
-from evalkit.metrics.fid import InceptionFeatures, frechet_distance_fast, kid_kernel
 from evalkit.metrics.base import MetricOptions
-from evalkit.score import load_images
-from evalkit.store import RunDir
+from evalkit.metrics.fid import InceptionFeatures, frechet_distance_fast, kid_kernel
+from evalkit.stats.mmd import mmd2_replicates
+from evalkit.stages.workers import load_images
+from evalkit.store.folder import RunDir
 
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -110,7 +110,7 @@ def test_ray_on_one_and_two_workers_renders_and_scores_exactly_like_local(cluste
         assert sets.loc[("fid", scheduler, steps), "value"] == pytest.approx(
             frechet_distance_fast(features, ref_features), rel=1e-6)
         assert sets.loc[("kid", scheduler, steps), "value"] == pytest.approx(  # over distinct prompt+seed units
-            paired_mmd2(pair_matrix(features, ref_features, kid_kernel)), rel=1e-6)
+            mmd2_replicates(kid_kernel, features, np.zeros((0, len(features))), paired=ref_features)[0], rel=1e-6)
 
 
 def total_scores(run) -> int:

@@ -13,8 +13,9 @@ from PIL import Image
 
 import evalkit
 from evalkit.errors import EvalkitError
-from evalkit.render import _to_uint8
-from evalkit.store import IMAGE_COLUMNS, RunDir
+from evalkit.stages.render import _to_uint8
+from evalkit.store.folder import RunDir
+from evalkit.store.tables import IMAGE_COLUMNS
 
 SMALL = dict(schedulers=["euler", "heun", "dpmpp_2m"], steps=[1, 2, 4], seeds=2, reference_steps=20)
 
@@ -139,9 +140,9 @@ def test_a_cached_scheduler_renders_the_same_bytes_as_a_freshly_built_one():
     accepts, the images equal those of a freshly built scheduler, whatever ran before and whatever the
     global RNG holds (DPM++ SDE seeded its Brownian noise from it: its pixels changed from call to call)."""
     from evalkit.models import load_model
-    from evalkit.plan import RenderJob, RenderSettings
-    from evalkit.render import CallCounter, SamplerCache, _call_pipeline
-    from evalkit.schedulers import SCHEDULERS, build_scheduler, check_compatible
+    from evalkit.sweep.plan import RenderJob, RenderSettings
+    from evalkit.stages.render import CallCounter, SamplerCache, _call_pipeline
+    from evalkit.sweep.schedulers import SCHEDULERS, build_scheduler, check_compatible
 
     model = load_model("builtin:mixture")
     settings = RenderSettings(guidance=None, size=None, negative_prompt=None, dtype="float32")

@@ -3,7 +3,11 @@ import diffusers
 import pytest
 
 from evalkit.errors import EvalkitError
-from evalkit.schedulers import DEFAULTS, REFERENCE, SCHEDULERS, build_scheduler, check_compatible, config_of, get_scheduler
+from evalkit.models import scheduler_config_of as config_of
+from evalkit.sweep.schedulers import FAMILY_DEFAULTS, SCHEDULERS, build_scheduler, check_compatible, get_scheduler
+
+DEFAULTS = {family: d.schedulers for family, d in FAMILY_DEFAULTS.items()}
+REFERENCE = {family: d.reference for family, d in FAMILY_DEFAULTS.items()}
 
 SD_LIKE = config_of(diffusers.EulerDiscreteScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
                                                      beta_end=0.012, timestep_spacing="trailing"))
@@ -73,14 +77,14 @@ def test_flow_display_names_and_family_defaults():
 def test_unset_schedulers_resolve_by_the_model_family():
     from evalkit.config import load_config
     from evalkit.models import LoadOptions, load_model
-    from evalkit.plan import resolve_defaults
+    from evalkit.sweep.plan import resolve_sweep
 
     ddpm, flow = (load_model(spec, LoadOptions()) for spec in ("builtin:mixture", "builtin:mixture-flow"))
     unset = load_config()
-    assert resolve_defaults(unset, ddpm).schedulers == ("euler", "euler_a", "heun", "ddim", "dpmpp_2m",
+    assert resolve_sweep(unset, ddpm).schedulers == ("euler", "euler_a", "heun", "ddim", "dpmpp_2m",
                                                         "dpmpp_2m_karras", "unipc")
-    assert resolve_defaults(unset, ddpm).reference_scheduler == "dpmpp_2m_karras"
-    assert resolve_defaults(unset, flow).schedulers == DEFAULTS["flow"]
-    assert resolve_defaults(unset, flow).reference_scheduler == "flow_dpmpp_2m_karras"
-    given = resolve_defaults(load_config(schedulers="flow_heun", reference_scheduler="same"), flow)
+    assert resolve_sweep(unset, ddpm).reference_scheduler == "dpmpp_2m_karras"
+    assert resolve_sweep(unset, flow).schedulers == DEFAULTS["flow"]
+    assert resolve_sweep(unset, flow).reference_scheduler == "flow_dpmpp_2m_karras"
+    given = resolve_sweep(load_config(schedulers="flow_heun", reference_scheduler="same"), flow)
     assert given.schedulers == ("flow_heun",) and given.reference_scheduler == "same"

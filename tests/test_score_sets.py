@@ -11,7 +11,9 @@ import evalkit
 from evalkit.metrics import METRICS
 from evalkit.metrics.fid import InceptionFeatures, frechet_distance_fast, frechet_distance_to_stats, mmd2_unbiased
 from evalkit.metrics.lpips import LPIPSScorer
-from evalkit.score import FeatureStore, load_images
+from evalkit.stages.features import FeatureStore
+from evalkit.stages.workers import load_images
+from evalkit.store.folder import RunDir
 
 SWEEP = dict(schedulers=["euler", "dpmpp_2m_karras"], steps=[2, 8], seeds=3, reference_steps=30)
 
@@ -60,7 +62,7 @@ def test_fid_and_kid_per_column_with_paired_intervals(tmp_path, prompts, torch_h
     assert np.isfinite(table[["value", "ci_low", "ci_high"]].to_numpy()).all()
     assert (table.ci_low <= table.ci_high).all()
     # the value is the exact FID of the column's cached features against the references' features
-    store = FeatureStore(next((run.dir / "cache" / "features").iterdir()))
+    store = FeatureStore(next(RunDir(run.dir).features_root.iterdir()))
     images = run.images
     column = images.query("scheduler == 'euler' and steps == 8 and role == 'sweep'").sort_values(["prompt_id", "seed"])
     refs = images.query("role == 'reference'").sort_values(["prompt_id", "seed"])
@@ -84,7 +86,7 @@ def test_fid_against_a_folder_or_npz_of_the_references_equals_fid_against_the_re
     got = vs_folder.set_scores.query("metric == 'fid'").set_index(["scheduler", "steps"]).value
     assert np.allclose(got.loc[expected.index], expected, rtol=1e-9)
 
-    store = FeatureStore(next((base.dir / "cache" / "features").iterdir()))
+    store = FeatureStore(next(RunDir(base.dir).features_root.iterdir()))
     features = store.load(refs.sha256)
     mu, sigma = features.mean(axis=0), np.cov(features, rowvar=False)
     np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)

@@ -12,11 +12,15 @@ import pytest
 import evalkit
 import fake_weights
 from evalkit.errors import EvalkitError
-from evalkit.gate import Rule, gate_main, load_run
-from evalkit.metrics.fid import frechet_distance_fast
-from evalkit.score import FeatureStore, _digest
+from evalkit.gate import gate_main
+from evalkit.gate.rules import Rule
+from evalkit.gate.sets import judge_set_regression
 from evalkit.metrics import METRICS
-from evalkit.set_gate import judge_set_regression
+from evalkit.metrics.base import MetricOptions
+from evalkit.metrics.fid import frechet_distance_fast
+from evalkit.stages.features import feature_store
+from evalkit.store.folder import RunDir
+from evalkit.store.read import ScoredRun
 
 PROMPTS = "a ginger cat sleeping on a wool blanket\na small orange fish swimming in a glass bowl\n"
 WORSE = "python:plugins.worse_mixture:make_pipeline"
@@ -63,13 +67,13 @@ def test_set_metric_regression_rows_have_a_ci_and_identical_runs_pass(runs, tmp_
 
 
 def test_point_values_match_an_independent_fid_and_a_worse_model_fails_on_the_bound(runs, tmp_path):
-    base, worse = load_run(runs["base"]), load_run(runs["worse"])
+    base, worse = ScoredRun.read(runs["base"]), ScoredRun.read(runs["worse"])
     rule = Rule("regression", "test", metric="fid", limit=0.0)
     [outcome] = judge_set_regression(rule, base, worse, [("euler", 15)])
     # the baseline's value is the FID of its 6 column images against the folder, as score computed it
     assert outcome.baseline == pytest.approx(base.set_value("fid", ("euler", 15)), rel=1e-9)
     spec = METRICS.get("fid")
-    store = FeatureStore(runs["base"] / "cache" / "features" / _digest(spec.features))
+    store = feature_store(RunDir(runs["base"]), spec, MetricOptions())
     images = pd.read_parquet(runs["base"] / "images.parquet")
     column = images[(images.role == "sweep") & (images.steps == 15)]
     real = images[images.role == "reference"]
@@ -115,11 +119,11 @@ def test_different_targets_or_backbones_are_refused(runs, tmp_path, evalkit_cli)
 def test_missing_cached_features_are_a_one_line_error(runs, tmp_path):
     broken = runs["root"] / "no-features"
     shutil.copytree(runs["same"], broken)
-    shutil.rmtree(broken / "cache" / "features")
+    shutil.rmtree(RunDir(broken).features_root)
     with pytest.raises(EvalkitError, match="cached fid feature file"):
-        judge_set_regression(Rule("regression", "t", metric="fid"), load_run(runs["base"]), load_run(broken),
+        judge_set_regression(Rule("regression", "t", metric="fid"), ScoredRun.read(runs["base"]), ScoredRun.read(broken),
                              [("euler", 15)])
-    assert np.isfinite(load_run(runs["base"]).set_value("fid", ("euler", 15)))
+    assert np.isfinite(ScoredRun.read(runs["base"]).set_value("fid", ("euler", 15)))
 
 
 def test_cmmd_on_a_configured_backbone_is_gated_from_the_runs_own_embedding_cache(tmp_path, capsys):

@@ -11,11 +11,14 @@ import pytest
 from reference_metrics import scipy_fid, torchmetrics_fid
 
 import evalkit
-from evalkit.distribution import pair_matrix, paired_mmd2
+from evalkit.metrics.base import SetTarget, mmd_interval
 from evalkit.metrics.cmmd import cmmd_replicates, scaled_kernel
-from evalkit.metrics.fid import (frechet_distance_fast, frechet_distance_to_stats, kid_kernel, mmd2_unbiased,
-                                 stats_sqrt)
-from evalkit.metrics.resample import SetTarget, counts_of, fid_gradient, fid_replicates, mmd_replicates
+from evalkit.metrics.fid import (fid_gradient, fid_replicates, frechet_distance_fast, frechet_distance_to_stats,
+                                 kid_kernel, mmd2_unbiased, stats_sqrt)
+from evalkit.minsteps.distribution import distribution_evidence
+from evalkit.stats.bootstrap import counts_of
+from evalkit.stats.mmd import mmd2_replicates
+from evalkit.store.folder import RunDir
 
 rng = np.random.default_rng(7)
 X = rng.normal(size=(40, 96))
@@ -28,7 +31,7 @@ STATS = (MU, SIGMA, stats_sqrt(SIGMA))
 
 
 def kid(x, target):
-    return mmd_replicates(kid_kernel, x, target, COUNTS)
+    return mmd_interval(kid_kernel)(x, target, COUNTS)
 
 
 def over_distinct_units(kernel, picks, paired):
@@ -52,8 +55,8 @@ def test_mmd_replicates_equal_the_statistic_recomputed_on_each_explicit_resample
     explicit = functools.partial(over_distinct_units, kernel, paired=target.paired is not None)
     assert value == pytest.approx(explicit(np.arange(len(X))), rel=1e-9)
     np.testing.assert_allclose(replicates, [explicit(p) for p in PICKS], rtol=1e-7)
-    if target.paired is not None:  # the value is the distribution rule's paired U-statistic
-        assert value == pytest.approx(paired_mmd2(pair_matrix(X, Y, kernel)), rel=1e-9)
+    if target.paired is not None:  # the value is the distance the distribution rule judges on
+        assert value == pytest.approx(distribution_evidence({1: X}, Y, 0.0, kernel)[0]["distance"], rel=1e-12)
     else:  # against independent images: torchmetrics' whole-set KID estimator
         assert value == pytest.approx(mmd2_unbiased(X, T), rel=1e-9)
 
@@ -66,7 +69,7 @@ def test_mmd_to_paired_references_is_unbiased_when_each_image_shares_noise_with_
     for _ in range(300):
         z = rng.normal(size=(24, 8))
         x, y = z + 0.3 * rng.normal(size=z.shape), z + 0.3 * rng.normal(size=z.shape)
-        ours.append(mmd_replicates(kid_kernel, x, SetTarget(paired=y), np.zeros((0, 24)))[0])
+        ours.append(mmd2_replicates(kid_kernel, x, np.zeros((0, 24)), paired=y)[0])
         whole.append(mmd2_unbiased(x, y))
     ours, whole = np.array(ours), np.array(whole)
     assert abs(ours.mean()) < 3 * ours.std() / np.sqrt(len(ours))
@@ -186,22 +189,22 @@ def test_a_warm_rerun_recomputes_no_interval_and_gives_the_same_table(tmp_path, 
     config = dict(schedulers=["euler"], steps=[2, 8], seeds=3, reference_steps=30, prompts=str(prompts),
                   out=str(tmp_path / "run"), metrics=["fid", "kid"])
     first = evalkit.run(config)
-    cached = {p.name: json.loads(p.read_text()) for p in (first.dir / "cache" / "intervals").iterdir()}
+    cached = {p.name: json.loads(p.read_text()) for p in RunDir(first.dir).intervals_dir.iterdir()}
     assert sorted(len(v) for v in cached.values()) == [2, 2]  # one interval per column per metric
 
     def refuse(*args, **kwargs):
         raise AssertionError("an interval was recomputed on a warm rerun")
 
-    monkeypatch.setattr(importlib.import_module("evalkit.score"), "counts_of", refuse)
+    monkeypatch.setattr(importlib.import_module("evalkit.stages.score"), "counts_of", refuse)
     again = evalkit.run(config)
     assert again.set_scores.equals(first.set_scores)
     # intervals cached by another interval method (FID's were the explicit bootstrap's) are recomputed, not reused
     monkeypatch.undo()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(importlib.import_module("evalkit.score"), "INTERVAL_METHOD", "an earlier method")
+    monkeypatch.setattr(importlib.import_module("evalkit.stages.score"), "INTERVAL_METHOD", "an earlier method")
     calls = []
-    real = importlib.import_module("evalkit.metrics.resample").counts_of
-    monkeypatch.setattr(importlib.import_module("evalkit.score"), "counts_of",
+    real = counts_of
+    monkeypatch.setattr(importlib.import_module("evalkit.stages.score"), "counts_of",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     evalkit.run(config)
     assert len(calls) == 4  # every column of both metrics

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evalkit.stats import bootstrap_means, paired_difference
+from evalkit.stats.bootstrap import bootstrap_means, paired_difference
 
 
 def _long(columns: dict, metric: str = "clip") -> pd.DataFrame:

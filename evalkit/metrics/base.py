@@ -12,12 +12,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 
 from ..errors import EvalkitError
+from ..stats.mmd import Kernel, mmd2_replicates
 
 IMAGE_PROMPT, IMAGE_REFERENCE, SET = "image+prompt", "image+reference", "set"
 CONVERGENCE, ALIGNMENT, REALISM = "convergence", "alignment", "realism"
+
+
+# Part of every cached set-metric interval's key (stages/score.py): intervals cached by an earlier method are
+# recomputed, not reused (FID's were the explicit bootstrap's before the linearisation).
+INTERVAL_METHOD = "MMD over distinct units (quadratic forms of counts); FID linearised in counts"
+
+
+@dataclass(frozen=True)
+class SetTarget:
+    """What a set metric compares a column with: `paired` reference features (one per column image, resampled with
+    the same counts: the high-step references), a `fixed` feature set (a folder of real images: not resampled),
+    or `stats` (mu, sigma, sqrt(sigma)): FID against precomputed statistics or a folder's streamed moments."""
+
+    paired: np.ndarray | None = None  # (n, d): row k is column image k's reference
+    fixed: np.ndarray | None = None  # (n_t, d): a fixed set of real images' features
+    stats: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (mu, sigma, sqrt(sigma))
+
+
+def mmd_interval(kernel: Kernel) -> Callable[[np.ndarray, SetTarget, np.ndarray], tuple[float, np.ndarray]]:
+    """A kernel MMD metric's `replicates` (stats/mmd.py's estimator against a paired or fixed target)."""
+    def replicates(features: np.ndarray, target: SetTarget, counts: np.ndarray) -> tuple[float, np.ndarray]:
+        return mmd2_replicates(kernel, features, counts, paired=target.paired, fixed=target.fixed)
+
+    return replicates
 
 
 @dataclass(frozen=True)
@@ -59,8 +85,11 @@ class MetricSpec:
     embeddings: Callable[[MetricOptions], str] | None = field(default=None, repr=False)
     compare: Callable[..., float] | None = field(default=None, repr=False)
     compare_stats: Callable[..., float] | None = field(default=None, repr=False)
-    # set metrics: (features, resample.SetTarget, (B, n) counts) -> (value, B bootstrap replicates)
+    # set metrics: (features, SetTarget, (B, n) counts) -> (value, B bootstrap replicates)
     replicates: Callable[..., tuple[float, Any]] | None = field(default=None, repr=False)
+    # kernel MMD metrics (KID, CMMD): their kernel and how to name it; the distribution rule judges with them
+    kernel: Kernel | None = field(default=None, repr=False)
+    kernel_text: str = ""
     min_n: int = 0  # below this many images a set value is biased: flagged "small-n" with a warning
     perfect: float | None = None  # convergence metrics: the value of an image against itself (the plateau)
     tolerance: float | None = None  # a default min-steps tolerance the metric declares (plugins)
@@ -73,7 +102,8 @@ class MetricSpec:
         """What identifies this metric's cached per-image features under `options` (a feature folder's name)."""
         if self.embeddings is not None:
             return self.embeddings(options)
-        return (self.features or self.backbone + self.preprocessing) + (f"\n{options.backbone}" if options.backbone else "")
+        chosen = f"\n{options.backbone}" if options.backbone else ""
+        return (self.features or self.backbone + self.preprocessing) + chosen
 
 
 class PairScorer(Protocol):

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..stats.mmd import mmd2
 from . import clip, register
-from .base import REALISM, SET, MetricOptions, MetricSpec
-from .resample import SetTarget, mmd_replicates
+from .base import REALISM, SET, MetricOptions, MetricSpec, mmd_interval
 
 DEFAULT_BACKBONE = "ViT-L-14-336/openai"
 SIGMA = 10.0  # google-research/cmmd distance.py _SIGMA
@@ -41,12 +41,10 @@ def scaled_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def cmmd(features: np.ndarray, reference_features: np.ndarray) -> float:
     """CMMD of two embedding sets (unbiased MMD^2 x 1000)."""
-    empty = np.zeros((0, len(features)))
-    return mmd_replicates(scaled_kernel, features, SetTarget(fixed=reference_features), empty)[0]
+    return mmd2(scaled_kernel, features, reference_features)
 
 
-def cmmd_replicates(features: np.ndarray, target: SetTarget, counts: np.ndarray) -> tuple[float, np.ndarray]:
-    return mmd_replicates(scaled_kernel, features, target, counts)
+cmmd_replicates = mmd_interval(scaled_kernel)
 
 
 def _with_default(options: MetricOptions) -> MetricOptions:
@@ -75,6 +73,8 @@ CMMD_SPEC = register(MetricSpec(
     embeddings=lambda options: clip.embedding_id(options.backbone or DEFAULT_BACKBONE),
     compare=cmmd,
     replicates=cmmd_replicates,
+    kernel=scaled_kernel,
+    kernel_text=f"CMMD's Gaussian RBF kernel (sigma {SIGMA:g}, x{SCALE:g}) on L2-normalised CLIP image embeddings",
     build=build,
     weights=weights,
 ))

@@ -11,9 +11,10 @@ from dataclasses import dataclass
 
 from ..errors import EvalkitError
 from ..registry import Registry
-from .base import LoadOptions, Model, check_device, find_denoiser, resolve_device, torch_dtype
+from .base import LoadOptions, Model, check_device, find_denoiser, resolve_device, scheduler_config_of, torch_dtype
 
-__all__ = ["BACKENDS", "LoadOptions", "Model", "check_device", "find_denoiser", "load_model", "resolve_device", "torch_dtype"]
+__all__ = ["BACKENDS", "LoadOptions", "Model", "check_device", "find_denoiser", "load_model", "resolve_device",
+           "scheduler_config_of", "torch_dtype"]
 
 
 @dataclass(frozen=True)

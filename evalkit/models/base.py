@@ -46,6 +46,12 @@ class Model:
         return find_denoiser(self.pipe)
 
 
+def scheduler_config_of(scheduler: Any) -> dict[str, Any]:
+    """A scheduler instance's config as saved to disk (with `_class_name`, which `.config` lacks): a model's own
+    scheduler config, and a sampler's resolved config in job keys."""
+    return {**dict(scheduler.config), "_class_name": type(scheduler).__name__}
+
+
 def resolve_device(device: str) -> str:
     """"auto": cuda if available, else mps, else cpu. Resolved where the model runs (on each Ray worker)."""
     if device != "auto":

@@ -10,8 +10,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import EvalkitError
-from ..schedulers import config_of
-from .base import LoadOptions, Model, find_denoiser
+from .base import LoadOptions, Model, find_denoiser, scheduler_config_of
 
 USAGE = "python:MODULE:FACTORY, e.g. python:mypkg.models:make_pipeline"
 
@@ -62,7 +61,7 @@ def load_python(target: str, options: LoadOptions) -> Model:
     return Model(
         spec=f"python:{target}",
         identity=identity,
-        scheduler_config=config_of(scheduler),
+        scheduler_config=scheduler_config_of(scheduler),
         load_pipeline=lambda: CheckedPipeline(pipe, target),
         output_type="pil",
     )

@@ -11,8 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..stats import orientation
-from .data import RunData
+from ..store.read import ScoredRun
+from ..store.tables import NOT_CONVERGENT, SMALL_N
+from ..stats.bootstrap import orientation
 
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]
@@ -20,7 +21,6 @@ X_LABELS = {"steps": "steps", "nfe": "NFE (denoiser calls per image)", "seconds"
 KIND_LABELS = {"convergence": "convergence to the high-step reference (same prompt and seed)",
                "alignment": "absolute quality: prompt alignment",
                "realism": "absolute quality: realism (image sets vs the reference set)"}
-NOT_CONVERGENT, SMALL_N = "not-convergent", "small-n"
 
 
 def ptext(value) -> str:
@@ -39,7 +39,7 @@ def clean(values) -> list:
     return out
 
 
-def color(data: RunData, scheduler: str, alpha: float | None = None) -> str:
+def color(data: ScoredRun, scheduler: str, alpha: float | None = None) -> str:
     names = data.schedulers
     hex_ = PALETTE[names.index(scheduler) % len(PALETTE)] if scheduler in names else "#333333"
     return hex_ if alpha is None else rgba(hex_, alpha)
@@ -50,18 +50,18 @@ def rgba(hex_: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def kind_label(data: RunData, metric: str) -> str:
+def kind_label(data: ScoredRun, metric: str) -> str:
     info = data.metric_info(metric)
     kind = info.get("kind", "unknown")
     label = KIND_LABELS.get(kind, f"absolute quality: {kind}" if kind != "unknown" else "kind: unknown")
     return f"{label}; plugin {info['plugin']}" if info.get("plugin") else label
 
 
-def direction(data: RunData, metric: str) -> str:
+def direction(data: ScoredRun, metric: str) -> str:
     return "higher is better" if data.higher_is_better(metric) else "lower is better"
 
 
-def metric_rows(data: RunData, metric: str, scheduler: str) -> pd.DataFrame:
+def metric_rows(data: ScoredRun, metric: str, scheduler: str) -> pd.DataFrame:
     rows = data.set_scores[(data.set_scores["metric"] == metric) & (data.set_scores["scheduler"] == scheduler)]
     rows = rows.merge(data.speed(), on=["scheduler", "steps"], how="left")
     return rows.sort_values("steps").reset_index(drop=True)
@@ -106,7 +106,7 @@ def xy(rows: pd.DataFrame, modes: list[str], y: list) -> dict:
     return {mode: (clean(rows[mode]), y) for mode in modes}
 
 
-def band_trace(data: RunData, rows: pd.DataFrame, scheduler: str, modes: list[str], hue: str | None = None,
+def band_trace(data: ScoredRun, rows: pd.DataFrame, scheduler: str, modes: list[str], hue: str | None = None,
                label: str | None = None) -> tuple[dict, dict] | None:
     """The CI band; `hue`/`label` override the scheduler's colour and name (a comparison colours by run)."""
     ok = rows.dropna(subset=["ci_low", "ci_high"])
@@ -121,7 +121,7 @@ def band_trace(data: RunData, rows: pd.DataFrame, scheduler: str, modes: list[st
     return trace, per_mode
 
 
-def line_trace(data: RunData, rows: pd.DataFrame, scheduler: str, modes: list[str], hue: str | None = None,
+def line_trace(data: ScoredRun, rows: pd.DataFrame, scheduler: str, modes: list[str], hue: str | None = None,
                label: str | None = None) -> tuple[dict, dict]:
     flags = [str(f) for f in rows["flags"]]
     flagged = any(NOT_CONVERGENT in f for f in flags)
@@ -148,11 +148,11 @@ def _num(v) -> float | None:
     return clean([v])[0]
 
 
-def min_steps_info(data: RunData) -> dict[str, Any]:
+def min_steps_info(data: ScoredRun) -> dict[str, Any]:
     return ((data.summary.get("min_steps") or {}).get("schedulers") or {})
 
 
-def marker_traces(data: RunData, rows: pd.DataFrame, scheduler: str, metric: str, modes: list[str],
+def marker_traces(data: ScoredRun, rows: pd.DataFrame, scheduler: str, metric: str, modes: list[str],
                   hue: str | None = None, label: str | None = None) -> list:
     info = min_steps_info(data).get(scheduler) or {}
     marks = []
@@ -183,7 +183,7 @@ def legend_keys(modes: list[str]) -> list[tuple[dict, dict]]:
             for name, sym, size in keys]
 
 
-def plateau_figure(data: RunData, metric: str) -> dict:
+def plateau_figure(data: ScoredRun, metric: str) -> dict:
     modes = ["steps", "nfe", "seconds"]
     traces: list[tuple[dict, dict]] = []
     for scheduler in data.schedulers:
@@ -200,7 +200,7 @@ def plateau_figure(data: RunData, metric: str) -> dict:
     return figure(traces, layout, modes)
 
 
-def pareto_points(data: RunData, metric: str) -> pd.DataFrame:
+def pareto_points(data: ScoredRun, metric: str) -> pd.DataFrame:
     rows = data.set_scores[data.set_scores["metric"] == metric]
     rows = rows.merge(data.speed(), on=["scheduler", "steps"], how="inner").dropna(subset=["value"])
     rows = rows.assign(convergent=~rows["flags"].str.contains(NOT_CONVERGENT))
@@ -220,7 +220,7 @@ def frontier(points: pd.DataFrame, x: str, higher_is_better: bool) -> pd.DataFra
     return pts.loc[keep].drop(columns="better")
 
 
-def pareto_figure(data: RunData, metric: str) -> dict:
+def pareto_figure(data: ScoredRun, metric: str) -> dict:
     modes = ["seconds", "nfe"]
     points, hib = pareto_points(data, metric), data.higher_is_better(metric)
     traces: list[tuple[dict, dict]] = []

@@ -15,12 +15,16 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from .. import gate
 from ..config import parse_list
 from ..errors import EvalkitError
-from ..store import atomic_write
+from ..gate.comparable import check_comparable
+from ..gate.judge import judge
+from ..gate.outcome import Outcome
+from ..gate.outputs import DELTA_NOTE, HEADER, SUMMARY_HEADER, rows, scheduler_summary, verdict
+from ..gate.rules import Rule, load_rules
+from ..store.files import atomic_write
+from ..store.read import ScoredRun
 from . import charts, grid
-from .data import RunData
 from .html import chart, esc, fill_page, fmt, nav, plotly_script, section
 from .recommend import recommend
 
@@ -30,8 +34,7 @@ STRIP_PAIRS, STRIP_STEPS = 4, 5
 @dataclass
 class ComparedRun:
     label: str
-    data: RunData  # what the report reads
-    judged: gate.RunData  # what the gate reads
+    data: ScoredRun  # what the report and the gate read, read once
 
     @property
     def dir(self) -> Path:
@@ -39,11 +42,8 @@ class ComparedRun:
 
 
 def read_run(path: Path, label: str | None) -> ComparedRun:
-    """The one place `compare` reads a run folder: once, through the gate's reader (a ScoredRun), which the
-    report's view wraps."""
-    judged = gate.load_run(path)
-    data = RunData(judged)
-    return ComparedRun(label or judged.config.model, data, judged)
+    data = ScoredRun.read(path)
+    return ComparedRun(label or data.config.model, data)
 
 
 def parse_spec(spec: str) -> tuple[Path, str | None]:
@@ -69,15 +69,15 @@ def read_runs(specs: list[str]) -> list[ComparedRun]:
                 run.label = rename(run, seen[run.label])
     for run in runs[1:]:
         try:
-            gate.check_comparable(runs[0].judged, run.judged)
+            check_comparable(runs[0].data, run.data)
         except EvalkitError as exc:
             raise EvalkitError(f"{run.dir} vs {runs[0].dir}: {exc}") from None
     return runs
 
 
-def gate_outcomes(rules: list[gate.Rule], runs: list[ComparedRun]) -> list[tuple[ComparedRun, list[gate.Outcome]]]:
+def gate_outcomes(rules: list[Rule], runs: list[ComparedRun]) -> list[tuple[ComparedRun, list[Outcome]]]:
     """Each later run judged against the first by the gate's own evaluation (as `gate_main` does)."""
-    return [(run, gate.judge(rules, runs[0].judged, run.judged)) for run in runs[1:]]
+    return [(run, judge(rules, runs[0].data, run.data)) for run in runs[1:]]
 
 
 def write_comparison(specs: list[str], out: Path, rules: str | Path | None = None, strip_steps: str | None = None,
@@ -88,7 +88,7 @@ def write_comparison(specs: list[str], out: Path, rules: str | Path | None = Non
         raise EvalkitError(f"--out {out} should be an .html file: e.g. --out compare.html")
     if rules is not None and len(specs) < 2:
         raise EvalkitError("--rules judges a candidate against a baseline: pass at least two runs")
-    parsed = gate.load_rules(rules) if rules is not None else None  # a bad rules file fails before any run is read
+    parsed = load_rules(rules) if rules is not None else None  # a bad rules file fails before any run is read
     runs = read_runs(specs)
     verdicts = gate_outcomes(parsed, runs) if parsed is not None else None
     steps = chosen_steps(runs, strip_steps)
@@ -134,17 +134,17 @@ def verdict_section(runs: list[ComparedRun], verdicts) -> str:
         failed = [o for o in outcomes if not o.passed]
         state = "fail" if failed else "pass"
         summary = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
-                          for row in gate.scheduler_summary(outcomes))
+                          for row in scheduler_summary(outcomes))
         failing = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row[:-1]) + f"<td>{esc(o.message)}</td></tr>"
-                          for row, o in zip(gate.rows(failed), failed))
+                          for row, o in zip(rows(failed), failed))
         head = lambda cols: "<thead><tr>" + "".join(f"<th>{esc(c)}</th>" for c in cols) + "</tr></thead>"  # noqa: E731
         parts.append(
-            f'<p class="verdict {state}"><b>{esc(gate.verdict(outcomes))}</b>: {esc(run.label)} (candidate) vs '
+            f'<p class="verdict {state}"><b>{esc(verdict(outcomes))}</b>: {esc(run.label)} (candidate) vs '
             f"{esc(runs[0].label)} (baseline)</p>"
-            f'<table class="data gate-summary">{head(gate.SUMMARY_HEADER)}<tbody>{summary}</tbody></table>'
+            f'<table class="data gate-summary">{head(SUMMARY_HEADER)}<tbody>{summary}</tbody></table>'
             + (f'<h3>Failing rules ({len(failed)})</h3><div class="table-scroll"><table class="data gate-failing">'
-               f'{head(gate.HEADER[:-1] + ["why"])}<tbody>{failing}</tbody></table></div>' if failed else ""))
-    return "".join(parts) + f'<p class="note">{esc(gate.DELTA_NOTE)}. Same rules and decisions as <code>evalkit gate</code>.</p>'
+               f'{head(HEADER[:-1] + ["why"])}<tbody>{failing}</tbody></table></div>' if failed else ""))
+    return "".join(parts) + f'<p class="note">{esc(DELTA_NOTE)}. Same rules and decisions as <code>evalkit gate</code>.</p>'
 
 
 def runs_section(runs: list[ComparedRun]) -> str:
@@ -157,7 +157,7 @@ def runs_section(runs: list[ComparedRun]) -> str:
             pick = f"none: {esc(exc)}"
         rows.append(f'<tr><td><span class="swatch" style="background:{hue(i)}"></span> <b>{esc(run.label)}</b>'
                     f'{" (baseline)" if i == 0 else ""}</td><td><code>{esc(cfg.model)}</code></td>'
-                    f"<td><code>{esc(run.dir.resolve())}</code></td><td>{esc(run.data.date())}</td>"
+                    f"<td><code>{esc(run.dir.resolve())}</code></td><td>{esc(run.data.created())}</td>"
                     f"<td>{len(sweep)}</td><td>{pick}</td></tr>")
     first = runs[0].data.sweep
     return ('<table class="data runs"><thead><tr><th>run</th><th>model</th><th>folder</th><th>date</th>'

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, features
 
-from .data import RunData
+from ..store.read import ScoredRun
 
 THUMB_PX = 96  # longest side; 8 columns of 96 px + the steps column fit a 1280 px window
 MAX_PAIRS = 6
@@ -34,7 +34,7 @@ def breakable(name: str) -> str:
     return escape(name).replace("_", "_<wbr>")
 
 
-def cell(data: RunData, row: pd.Series | None, label: str, base: str = "") -> str:
+def cell(data: ScoredRun, row: pd.Series | None, label: str, base: str = "") -> str:
     """One thumbnail linking to its PNG; `base` is the run folder as seen from the page ("" beside it)."""
     if row is None:
         return '<td class="missing" title="not rendered">—</td>'
@@ -47,7 +47,7 @@ def cell(data: RunData, row: pd.Series | None, label: str, base: str = "") -> st
             f'title="{title}"></a>{badge}</td>')
 
 
-def pair_table(data: RunData, index: int, prompt: str, seed: int) -> str:
+def pair_table(data: ScoredRun, index: int, prompt: str, seed: int) -> str:
     sweep = data.sweep[(data.sweep["prompt"] == prompt) & (data.sweep["seed"] == seed)]
     refs = data.references[(data.references["prompt"] == prompt) & (data.references["seed"] == seed)]
     lookup = {(r.scheduler, int(r.steps)): r for _, r in sweep.iterrows()}
@@ -68,7 +68,7 @@ def pair_table(data: RunData, index: int, prompt: str, seed: int) -> str:
             f'<tbody>{"".join(body)}</tbody></table>')
 
 
-def grid_section(data: RunData, pairs: list[tuple[str, int, str]]) -> str:
+def grid_section(data: ScoredRun, pairs: list[tuple[str, int, str]]) -> str:
     """pairs: (prompt, seed, note) in the order the select lists them; at most MAX_PAIRS are embedded."""
     shown = pairs[:MAX_PAIRS]
     if not shown:

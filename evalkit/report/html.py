@@ -1,8 +1,8 @@
 """Stage 3: one self-contained, offline report.html per run folder (or, with plotly_js="shared", one that loads
 the plotly.min.js written beside it).
 
-Layout: `data` reads the run folder, `charts`/`prompts` build plotly figures as JSON, `grid` embeds
-thumbnails; this module writes the sections and fills `template.html`. User text (prompts, paths, warnings,
+Layout: the run folder is read once (store.read.ScoredRun), `charts`/`prompts` build plotly figures as JSON,
+`grid` embeds thumbnails; this module writes the sections and fills `template.html`. User text (prompts, paths, warnings,
 reasons) is always HTML-escaped; figure JSON inside <script> has `<`, `>` and `&` escaped as \\u003c etc.
 """
 from __future__ import annotations
@@ -17,10 +17,11 @@ from plotly.offline import get_plotlyjs
 
 from ..config import check_plotly_js
 from ..errors import EvalkitError
-from .recommend import recommend
-from ..store import atomic_write
+from ..store.files import atomic_write
+from ..store.folder import RunDir
+from ..store.read import ScoredRun
 from . import charts, grid, prompts
-from .data import RunData, load_run
+from .recommend import recommend
 
 TEMPLATE = Path(__file__).with_name("template.html")
 SECTIONS = [("run", "Run"), ("min-steps", "Minimum useful steps"), ("plateau", "Plateau curves"),
@@ -32,9 +33,8 @@ PLOTLY_FILE = "plotly.min.js"
 
 def write_report(run_dir: Path, plotly_js: str = "inline") -> Path:
     """Read the run folder's files, write run_dir/report.html atomically, return its path."""
-    run_dir = Path(run_dir)
-    path = run_dir / "report.html"
-    atomic_write(path, render_report(load_run(run_dir), plotly_script(plotly_js, path)).encode("utf-8"))
+    path = RunDir(run_dir).report_file
+    atomic_write(path, render_report(ScoredRun.read(run_dir), plotly_script(plotly_js, path)).encode("utf-8"))
     return path
 
 
@@ -56,7 +56,7 @@ def fill_page(title: str, body: str, plotly_tag: str) -> str:
     return re.sub(r"\{\{(\w+)\}\}", lambda m: fields[m.group(1)], TEMPLATE.read_text())
 
 
-def render_report(data: RunData, plotly_tag: str | None = None) -> str:
+def render_report(data: ScoredRun, plotly_tag: str | None = None) -> str:
     counter = iter(range(10_000))
     ranked = prompts.ranking(data, data.main_metric) if data.main_metric else None
     body = "".join([
@@ -70,7 +70,7 @@ def render_report(data: RunData, plotly_tag: str | None = None) -> str:
         section("prompts", prompt_section(data, ranked, counter)),
     ])
     return fill_page(f"evalkit · {data.config.model} · {data.dir.name}", body,
-                     plotly_tag or plotly_script("inline", data.dir / "report.html"))
+                     plotly_tag or plotly_script("inline", RunDir(data.dir).report_file))
 
 
 def esc(value: Any) -> str:
@@ -114,7 +114,7 @@ def joined(values: Any) -> str:
     return esc(", ".join(str(v) for v in values)) if isinstance(values, (list, tuple)) else esc(values)
 
 
-def header(data: RunData) -> str:
+def header(data: ScoredRun) -> str:
     cfg, summary, sweep = data.config, data.summary, data.sweep
     render = summary.get("render") or {}
     versions = summary.get("versions") or {}
@@ -123,7 +123,7 @@ def header(data: RunData) -> str:
     default = "model default"
     rows = [
         ("model", f"<b>{esc(cfg.model)}</b>" + exact_model_note(cfg.model)),
-        ("date", esc(data.date())),
+        ("date", esc(data.created())),
         ("run folder", f"<code>{esc(data.dir.resolve())}</code>"),
         ("schedulers", joined(list(cfg.schedulers))),
         ("steps", joined(list(cfg.steps))),
@@ -146,9 +146,9 @@ def header(data: RunData) -> str:
     return facts(rows) + skipped_block(summary) + warnings_block(summary)
 
 
-def broken_cell(data: RunData) -> str:
+def broken_cell(data: ScoredRun) -> str:
     """Non-finite or blank images per column: never scored, and they fail the gate by default."""
-    broken = data.broken()
+    broken = data.broken_images()
     if not broken:
         return "none"
     columns = ", ".join(f"{esc(column)}: {count}" for column, count in broken.items())
@@ -176,7 +176,7 @@ def exact_model_note(spec: str) -> str:
     return f'<br><span class="note exact-model">{note}</span>' if note else ""
 
 
-def recommendation_cell(data: RunData) -> str:
+def recommendation_cell(data: ScoredRun) -> str:
     """`evalkit recommend`'s answer in one sentence, or why there is none."""
     try:
         result = recommend(data)
@@ -185,7 +185,7 @@ def recommendation_cell(data: RunData) -> str:
     return f"<b>{esc(result['sentence'])}</b>"
 
 
-def render_time(data: RunData, render: dict) -> str:
+def render_time(data: ScoredRun, render: dict) -> str:
     per_image = float(data.images["seconds"].sum())
     if "seconds" not in render:
         return f"sum of per-image times {per_image:.1f} s"
@@ -193,7 +193,7 @@ def render_time(data: RunData, render: dict) -> str:
             f"the last run (of {esc(render.get('planned', '?'))} planned); sum of per-image times {per_image:.1f} s")
 
 
-def metric_list(data: RunData) -> str:
+def metric_list(data: ScoredRun) -> str:
     if not data.metrics:
         return "none"
     items = [f"<b>{esc(m)}</b> ({esc(charts.kind_label(data, m))}; {charts.direction(data, m)})" for m in data.metrics]
@@ -216,7 +216,7 @@ def warnings_block(summary: dict) -> str:
     return f'<h3>Warnings ({len(warnings)})</h3><ul class="warnings">{items}</ul>'
 
 
-def min_steps_section(data: RunData) -> str:
+def min_steps_section(data: ScoredRun) -> str:
     block = data.summary.get("min_steps")
     if not block:
         return ('<p class="absent">Minimum useful steps not computed for this run '
@@ -264,14 +264,14 @@ PLATEAU_NOTE = ("One chart per scored metric, one line per scheduler: the mean o
                 "★ min useful steps, ◇ knee (when computed).")
 
 
-def plateau_section(data: RunData, counter) -> str:
+def plateau_section(data: ScoredRun, counter) -> str:
     if not data.metrics:
         return "<p>No metric was scored in this run.</p>"
     figures = "".join(chart(charts.plateau_figure(data, m), counter, "plateau", m) for m in data.metrics)
     return f'<p class="note">{PLATEAU_NOTE}</p>{figures}'
 
 
-def pareto_section(data: RunData, counter) -> str:
+def pareto_section(data: ScoredRun, counter) -> str:
     metric = data.main_metric
     if metric is None:
         return "<p>No metric was scored in this run.</p>"
@@ -281,7 +281,7 @@ def pareto_section(data: RunData, counter) -> str:
     return f'<p class="note">{note}</p>' + chart(charts.pareto_figure(data, metric), counter, "pareto", metric)
 
 
-def grid_pairs(data: RunData, ranked) -> list[tuple[str, int, str]]:
+def grid_pairs(data: ScoredRun, ranked) -> list[tuple[str, int, str]]:
     """Hardest prompts first (per-prompt ranking), each with its first seed."""
     medians = dict(zip(ranked["prompt"], ranked["median"])) if ranked is not None else {}
     order = list(dict.fromkeys(list(medians) + list(data.sweep["prompt"])))
@@ -296,11 +296,11 @@ def grid_pairs(data: RunData, ranked) -> list[tuple[str, int, str]]:
     return pairs
 
 
-def prompt_section(data: RunData, ranked, counter) -> str:
+def prompt_section(data: ScoredRun, ranked, counter) -> str:
     metric = data.main_metric
     if metric is None or ranked is None or ranked.empty:
         return "<p>No per-image scores in this run.</p>"
-    tolerance, source = data.tolerance(metric)
+    tolerance, source = prompts.stated_tolerance(data, metric)
     tol_text = (f"{fmt(tolerance)} ({esc(source)})" if tolerance is not None else
                 f"{fmt(prompts.effective_tolerance(data, metric))} (2% of the largest value: no tolerance is set)")
     target = data.perfect(metric)
@@ -321,7 +321,7 @@ def steps_cell(value: float, largest: int) -> str:
     return f"&gt;{largest}" if value == float("inf") else f"{value:.3g}"
 
 
-def ranking_table(data: RunData, ranked) -> str:
+def ranking_table(data: ScoredRun, ranked) -> str:
     schedulers = [s for s in data.schedulers if s in ranked.columns]
     judged = set(prompts.judged_schedulers(data, data.main_metric))
     head = "".join(f"<th>{esc(s)}</th>" if s in judged else f'<th class="unjudged">{esc(s)}<br><small>not convergent'

@@ -1,19 +1,25 @@
-"""Per-prompt view: which prompts plateau latest (the hard ones), from per-image scores."""
+"""Per-prompt view: which prompts plateau latest (the hard ones), from per-image scores.
+
+Descriptive: each prompt's mean over its seeds against the tolerance (not the CI bound the min-steps rule uses,
+which needs units to resample), decided by the same rule (minsteps/rule.py)."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ..stats import orientation, passing_from
-from .charts import NOT_CONVERGENT, clean, direction, figure, ptext
-from .data import RunData
+from ..minsteps.perseed import DEFAULT_TOLERANCES
+from ..minsteps.rule import decide
+from ..store.read import ScoredRun
+from ..store.tables import NOT_CONVERGENT
+from ..stats.bootstrap import orientation
+from .charts import clean, direction, figure, ptext
 
 HARD_COLORS = ["#d62728", "#ff7f0e", "#9467bd"]
 
 
-def prompt_curves(data: RunData, metric: str) -> pd.DataFrame:
+def prompt_curves(data: ScoredRun, metric: str) -> pd.DataFrame:
     """Mean over seeds per (prompt, scheduler, steps)."""
-    rows = data.scores[data.scores["metric"] == metric]
+    rows = data.values[data.values["metric"] == metric]
     return rows.groupby(["prompt_id", "prompt", "scheduler", "steps"], as_index=False)["value"].mean()
 
 
@@ -24,26 +30,39 @@ def steps_to_plateau(curve: pd.DataFrame, tolerance: float, target: float | None
     if curve.empty:
         return np.nan
     plateau = float(curve["value"].iloc[-1]) if target is None else target
-    within = (orientation(higher_is_better) * (plateau - curve["value"])).to_numpy() <= tolerance + 1e-12
-    first = passing_from(within)
-    return float(curve["steps"].iloc[first]) if first < len(within) else np.inf
+    distances = orientation(higher_is_better) * (plateau - curve["value"]).to_numpy()
+    steps = [int(s) for s in curve["steps"]]
+    evidence = [{"steps": s, "distance": float(d), "pass": bool(d <= tolerance + 1e-12)}
+                for s, d in zip(steps, distances)]
+    answer = decide(steps, {"mean": evidence})
+    return float(answer["min_steps"]) if answer["reached"] else np.inf
 
 
-def effective_tolerance(data: RunData, metric: str) -> float:
-    tolerance, _ = data.tolerance(metric)
-    if tolerance is not None:
-        return tolerance
+def stated_tolerance(data: ScoredRun, metric: str) -> tuple[float | None, str]:
+    """The tolerance the per-prompt view uses, and where it comes from."""
+    given = data.min_steps().get("tolerances", {})
+    if metric in given:
+        return float(given[metric]), "summary.json min_steps tolerances"
+    if metric in DEFAULT_TOLERANCES:
+        return DEFAULT_TOLERANCES[metric], "report default (min_steps not computed)"
+    return None, "none"
+
+
+def effective_tolerance(data: ScoredRun, metric: str) -> float:
+    given, _ = stated_tolerance(data, metric)
+    if given is not None:
+        return given
     values = data.set_scores.loc[data.set_scores["metric"] == metric, "value"].abs()
     return 0.02 * float(values.max()) if len(values) else 0.0  # stated in the page: 2% of the largest value
 
 
-def judged_schedulers(data: RunData, metric: str) -> list[str]:
+def judged_schedulers(data: ScoredRun, metric: str) -> list[str]:
     rows = data.set_scores[data.set_scores["metric"] == metric]
     flagged = set(rows[rows["flags"].str.contains(NOT_CONVERGENT)]["scheduler"])
     return [s for s in data.schedulers if s not in flagged]
 
 
-def ranking(data: RunData, metric: str) -> pd.DataFrame:
+def ranking(data: ScoredRun, metric: str) -> pd.DataFrame:
     """One row per prompt: steps to plateau per scheduler and their median over convergent schedulers,
     hardest (latest) first."""
     curves, tolerance = prompt_curves(data, metric), effective_tolerance(data, metric)
@@ -56,7 +75,7 @@ def ranking(data: RunData, metric: str) -> pd.DataFrame:
     return table.reset_index().sort_values(["median", "prompt_id"], ascending=[False, True]).reset_index(drop=True)
 
 
-def prompt_figure(data: RunData, metric: str, ranked: pd.DataFrame) -> dict:
+def prompt_figure(data: ScoredRun, metric: str, ranked: pd.DataFrame) -> dict:
     curves = prompt_curves(data, metric)
     schedulers = [s for s in data.schedulers if s in set(curves["scheduler"])]
     default = next(iter(judged_schedulers(data, metric)), schedulers[0])

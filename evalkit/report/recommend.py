@@ -1,6 +1,6 @@
 """Which (scheduler, steps) to ship: the cheapest setting that meets the min-steps bar, or the best within a budget.
 
-Reads only what a scored run folder holds: summary.json's `min_steps` block (plateau.py's rule: a scheduler
+Reads only what a scored run folder holds: summary.json's `min_steps` block (the min-steps answer: a scheduler
 meets the bar from its `min_steps` count on), set_scores (the quality and its CI at each column) and the
 per-image cost (NFE, measured seconds) from images.parquet.
 """
@@ -13,8 +13,9 @@ from typing import Any
 import pandas as pd
 
 from ..errors import EvalkitError
-from .charts import NOT_CONVERGENT
-from .data import RunData
+from ..store.read import ScoredRun
+from ..store.tables import NOT_CONVERGENT
+from ..stats.bootstrap import orientation
 
 COSTS = {"nfe": "NFE", "seconds": "s/image"}
 
@@ -39,7 +40,7 @@ class Setting:
         return f"{self.scheduler} at {self.steps} steps: {self.nfe:.4g} NFE, {self.seconds:.3g} s/image, {value}"
 
 
-def recommend(data: RunData, metric: str | None = None, max_seconds: float | None = None,
+def recommend(data: ScoredRun, metric: str | None = None, max_seconds: float | None = None,
               max_nfe: float | None = None, cost: str = "nfe") -> dict[str, Any]:
     """The pick, the runner-up and one sentence of why; bad input is an EvalkitError."""
     if max_seconds is not None and max_nfe is not None:
@@ -69,14 +70,14 @@ def recommend(data: RunData, metric: str | None = None, max_seconds: float | Non
             "why": why, "sentence": f"{ranked[0].text()}: {why}."}
 
 
-def min_steps_block(data: RunData) -> dict[str, Any]:
+def min_steps_block(data: ScoredRun) -> dict[str, Any]:
     block = data.summary.get("min_steps") or {}
     if "schedulers" not in block:
         raise EvalkitError(f"{data.dir}/summary.json has no min_steps: rescore it with `evalkit score {data.dir}`")
     return block
 
 
-def settings(data: RunData, metric: str) -> list[Setting]:
+def settings(data: ScoredRun, metric: str) -> list[Setting]:
     """Every swept (scheduler, steps) column, with cost, quality and whether it meets the min-steps bar."""
     bars = {s: e.get("min_steps") if e.get("reached") else None
             for s, e in min_steps_block(data)["schedulers"].items()}
@@ -108,8 +109,8 @@ def best_within(table: list[Setting], cost: str, budget: float, higher_is_better
         cheapest = min((getattr(s, cost) for s in table), default=math.nan)
         raise EvalkitError(f"no convergent setting costs at most {budget:g} {COSTS[cost]} (the cheapest costs "
                            f"{cheapest:.4g}): raise the budget")
-    sign = -1.0 if higher_is_better else 1.0
-    return sorted(inside, key=lambda s: (sign * s.value, getattr(s, cost), s.scheduler))
+    better_first = -orientation(higher_is_better)  # ascending sort key: the best value first
+    return sorted(inside, key=lambda s: (better_first * s.value, getattr(s, cost), s.scheduler))
 
 
 def recommendation_text(result: dict[str, Any]) -> str:

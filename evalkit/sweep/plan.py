@@ -1,4 +1,8 @@
-"""Stage 0: config -> RenderJobs (the sweep plus one reference per prompt+seed), each with a content key."""
+"""Stage 0: config -> RenderJobs (the sweep plus one reference per prompt+seed), each with a content key.
+
+The model family's defaults (schedulers, reference scheduler) are filled in ONCE per command, by
+`prepare_sweep`; everything after it (checks, planning, rendering, scoring) takes that resolved config.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -7,11 +11,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .config import SweepConfig
-from .models import Model
+from ..config import SweepConfig
+from ..models import LoadOptions, Model, load_model, resolve_device, scheduler_config_of
 from .prompts import Prompt
-from .schedulers import DEFAULTS, REFERENCE as REFERENCE_SCHEDULERS, build_scheduler, check_compatible, config_of, family_of, get_scheduler
-from .store import REFERENCE, SWEEP
+from .schedulers import build_scheduler, check_compatible, family_defaults, get_scheduler
+
+SWEEP, REFERENCE = "sweep", "reference"  # a job's (and its image's) role: swept, or a prompt+seed's reference
 
 
 @dataclass(frozen=True)
@@ -43,22 +48,38 @@ class RenderSettings:
         return cls(guidance, size, config.negative_prompt, config.dtype)
 
 
-def resolve_defaults(config: SweepConfig, model: Model) -> SweepConfig:
+def model_options(config: SweepConfig, device: str | None = None) -> LoadOptions:
+    """How to load the config's model: `device` None resolves "auto" here (the driver's view)."""
+    return LoadOptions(device=device or resolve_device(config.device), dtype=config.dtype,
+                       revision=config.revision, variant=config.variant)
+
+
+def prepare_sweep(config: SweepConfig) -> tuple[SweepConfig, Model]:
+    """The model as the driver needs it (identity and scheduler config; the pipeline is lazy), and the config
+    with the family's defaults filled in, every scheduler checked against every step count it will get."""
+    model = load_model(config.model, model_options(config))
+    resolved = resolve_sweep(config, model)
+    check_sweep(resolved, model)
+    return resolved, model
+
+
+def resolve_sweep(config: SweepConfig, model: Model) -> SweepConfig:
     """Schedulers and reference scheduler the config leaves unset, filled in by the model's family
     (a flow model gets flow solvers): the resolved values are what the run's config.toml records."""
-    family = family_of(model.scheduler_config)
+    defaults = family_defaults(model.scheduler_config)
     return dataclasses.replace(
-        config, schedulers=config.schedulers if config.schedulers is not None else DEFAULTS[family],
-        reference_scheduler=config.reference_scheduler or REFERENCE_SCHEDULERS[family])
+        config, schedulers=config.schedulers if config.schedulers is not None else defaults.schedulers,
+        reference_scheduler=config.reference_scheduler or defaults.reference)
 
 
 def reference_scheduler(config: SweepConfig, scheduler: str) -> str:
+    """The scheduler of `scheduler`'s references: its own ("same") or the one common reference scheduler."""
     return scheduler if config.reference_scheduler == "same" else get_scheduler(config.reference_scheduler).name
 
 
 def check_sweep(config: SweepConfig, model: Model) -> None:
     """Every scheduler the sweep names must exist and accept every step count it will be given."""
-    config = resolve_defaults(config, model)
+    _require_resolved(config)
     for name in config.schedulers:
         check_compatible(get_scheduler(name), model.scheduler_config, model.spec, list(config.steps))
     for name in {reference_scheduler(config, s) for s in config.schedulers}:
@@ -67,7 +88,7 @@ def check_sweep(config: SweepConfig, model: Model) -> None:
 
 def plan_jobs(config: SweepConfig, model: Model, prompts: list[Prompt]) -> list[RenderJob]:
     """Sweep jobs (prompt x seed x scheduler x steps) then references (prompt x seed [x scheduler])."""
-    config = resolve_defaults(config, model)
+    _require_resolved(config)
     settings = RenderSettings.resolve(config, model)
     schedulers = [get_scheduler(name).name for name in dict.fromkeys(config.schedulers)]
     resolved = {name: _scheduler_config(name, model) for name in
@@ -95,8 +116,13 @@ def job_key(model_identity: dict[str, Any], scheduler_config: dict[str, Any], sc
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
+def _require_resolved(config: SweepConfig) -> None:
+    if config.schedulers is None or config.reference_scheduler is None:
+        raise ValueError("the sweep's family defaults are not filled in: pass the config through resolve_sweep")
+
+
 def _scheduler_config(name: str, model: Model) -> dict[str, Any]:
     """The sampler's full resolved config, minus diffusers' bookkeeping (`_diffusers_version`,
     `_use_default_values`: the latter is a set in disguise, so its order changes per process)."""
-    config = config_of(build_scheduler(get_scheduler(name), model.scheduler_config))
+    config = scheduler_config_of(build_scheduler(get_scheduler(name), model.scheduler_config))
     return {k: v for k, v in config.items() if not k.startswith("_") or k == "_class_name"}

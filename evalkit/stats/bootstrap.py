@@ -1,8 +1,10 @@
-"""Per-(scheduler, steps, metric) means with paired percentile-bootstrap CIs over units (prompt_id, seed).
+"""The paired percentile bootstrap over (prompt, seed) units, its constants, and the one orientation sign.
 
 Pairing: for one metric, every (scheduler, steps) column is resampled with the SAME unit indices, so
 comparisons between columns are judged on the same prompts and seeds. Each metric gets a fresh
 ``np.random.default_rng(seed)``, so a metric's CIs do not depend on which other metrics are present.
+Every interval evalkit prints is drawn here: per-image means (set_scores), the gate's paired deltas, set-metric
+intervals (score and gate), the distribution rule and its noise floor each take their replicate count below.
 """
 from __future__ import annotations
 
@@ -10,6 +12,13 @@ import warnings
 
 import numpy as np
 import pandas as pd
+
+LEVEL = 0.95  # every interval is a 95% percentile interval
+SEED = 0  # every resample starts from default_rng(SEED): reruns give the same intervals
+N_BOOT = 2000  # per-image means (set_scores) and the gate's paired per-image deltas
+SET_BOOTSTRAP = 200  # set metrics (FID/KID/CMMD) in set_scores and the gate: one kernel or decomposition per column
+DISTRIBUTION_BOOT = 1000  # the distribution rule's interval per step count
+FLOOR_BOOT = 200  # each split of the distribution rule's noise floor
 
 UNIT = ["prompt_id", "seed"]
 COLUMN = ["scheduler", "steps"]
@@ -23,12 +32,36 @@ def orientation(higher_is_better: bool) -> float:
     return 1.0 if higher_is_better else -1.0
 
 
-def passing_from(passing) -> int:
-    """The first index from which every entry passes ("within tolerance from here on"); len if the last fails."""
-    first = len(passing)
-    while first > 0 and passing[first - 1]:
-        first -= 1
-    return first
+def quantiles(level: float = LEVEL) -> tuple[float, float]:
+    """The lower and upper quantile of a central `level` interval."""
+    alpha = (1.0 - level) / 2.0
+    return alpha, 1.0 - alpha
+
+
+def resample_draws(n_units: int, n_boot: int, seed: int = SEED, rng: np.random.Generator | None = None) -> np.ndarray:
+    """n_boot × n_units unit indices drawn with replacement: row b is replicate b's resample (from `rng` when
+    given: several draws from one stream)."""
+    return (rng or np.random.default_rng(seed)).integers(0, n_units, size=(n_boot, n_units))
+
+
+def counts_of(draws: np.ndarray, n_units: int) -> np.ndarray:
+    """(B, n_units) float multiplicities of (B, m) drawn indices, so replicate sums are a matmul."""
+    rows = len(draws)
+    flat = (draws + n_units * np.arange(rows)[:, None]).ravel()
+    return np.bincount(flat, minlength=rows * n_units).reshape(rows, n_units).astype(float)
+
+
+def resample_counts(n_units: int, n_boot: int, seed: int = SEED) -> np.ndarray:
+    """The multiplicities of `resample_draws`: what every paired bootstrap here resamples with."""
+    return counts_of(resample_draws(n_units, n_boot, seed), n_units)
+
+
+def percentile_ci(replicates: np.ndarray, level: float = LEVEL, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile interval along `axis`; replicates that are NaN (drew no present unit) are skipped."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column -> NaN CI
+        lo, hi = np.nanquantile(replicates, quantiles(level), axis=axis)
+    return lo, hi
 
 
 def _check(values: pd.DataFrame) -> None:
@@ -48,27 +81,11 @@ def _wide(values: pd.DataFrame, metric: str) -> pd.DataFrame:
     return wide.sort_index().sort_index(axis=1).astype(float)
 
 
-def _resample_counts(n_units: int, n_boot: int, seed: int) -> np.ndarray:
-    """n_boot × n_units multiplicities of one paired resample, so replicate sums are a matmul."""
-    idx = np.random.default_rng(seed).integers(0, n_units, size=(n_boot, n_units))
-    flat = (idx + n_units * np.arange(n_boot)[:, None]).ravel()
-    return np.bincount(flat, minlength=n_boot * n_units).reshape(n_boot, n_units).astype(float)
-
-
 def _boot_nanmeans(x: np.ndarray, counts: np.ndarray) -> np.ndarray:
     """Per-replicate nanmean of each column of x (units × cols): same resample for every column."""
     present = ~np.isnan(x)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (counts @ np.where(present, x, 0.0)) / (counts @ present.astype(float))
-
-
-def _percentile_ci(boot: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval per column; replicates that drew no present unit (NaN) are skipped."""
-    alpha = (1.0 - level) / 2.0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN column -> NaN CI
-        lo, hi = np.nanquantile(boot, [alpha, 1.0 - alpha], axis=0)
-    return lo, hi
 
 
 def _check_level(level: float, n_boot: int) -> None:
@@ -82,8 +99,8 @@ def _check_level(level: float, n_boot: int) -> None:
 def _metric_table(wide: pd.DataFrame, metric: str, n_boot: int, level: float, seed: int) -> pd.DataFrame:
     """Means, paired CIs and present-unit counts for every column of one metric's wide table."""
     x = wide.to_numpy()
-    boot = _boot_nanmeans(x, _resample_counts(x.shape[0], n_boot, seed))
-    lo, hi = _percentile_ci(boot, level)
+    boot = _boot_nanmeans(x, resample_counts(x.shape[0], n_boot, seed))
+    lo, hi = percentile_ci(boot, level)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         means = np.nanmean(x, axis=0)
@@ -91,7 +108,7 @@ def _metric_table(wide: pd.DataFrame, metric: str, n_boot: int, level: float, se
     return cols.assign(metric=metric, value=means, ci_low=lo, ci_high=hi, n=(~np.isnan(x)).sum(axis=0))
 
 
-def bootstrap_means(values: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def bootstrap_means(values: pd.DataFrame, n_boot: int = N_BOOT, level: float = LEVEL, seed: int = SEED) -> pd.DataFrame:
     """Mean over units per (scheduler, steps, metric), with a paired percentile-bootstrap CI."""
     _check(values)
     _check_level(level, n_boot)
@@ -105,7 +122,7 @@ def bootstrap_means(values: pd.DataFrame, n_boot: int = 2000, level: float = 0.9
 
 
 def paired_difference(values: pd.DataFrame, metric: str, a: tuple, b: tuple,
-                      n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+                      n_boot: int = N_BOOT, level: float = LEVEL, seed: int = SEED) -> dict:
     """Mean of a − b over units present in both, CI from resampling those units jointly."""
     _check(values)
     _check_level(level, n_boot)
@@ -116,6 +133,6 @@ def paired_difference(values: pd.DataFrame, metric: str, a: tuple, b: tuple,
     d = (wide[tuple(a)] - wide[tuple(b)]).dropna().to_numpy()
     if d.size == 0:
         raise ValueError(f"{tuple(a)} and {tuple(b)} share no units for metric {metric!r}")
-    boot = _boot_nanmeans(d[:, None], _resample_counts(d.size, n_boot, seed))
-    lo, hi = _percentile_ci(boot, level)
+    boot = _boot_nanmeans(d[:, None], resample_counts(d.size, n_boot, seed))
+    lo, hi = percentile_ci(boot, level)
     return {"mean": float(d.mean()), "ci_low": float(lo[0]), "ci_high": float(hi[0]), "n": int(d.size)}

@@ -24,12 +24,13 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .errors import EvalkitError
+from ..errors import EvalkitError
+from ..models import LoadOptions, Model, load_model, resolve_device
+from ..store.files import atomic_write
+from ..store.folder import RunDir
+from ..sweep.plan import RenderJob, RenderSettings
+from ..sweep.schedulers import build_scheduler, get_scheduler
 from .executors import LocalExecutor
-from .models import LoadOptions, Model, load_model, resolve_device
-from .plan import RenderJob, RenderSettings
-from .schedulers import build_scheduler, get_scheduler
-from .store import RunDir, atomic_write
 
 BLANK_RANGE = 2  # an image whose pixel values span <= 2/255 carries no picture
 
@@ -216,12 +217,12 @@ def _png(pixels: np.ndarray) -> bytes:
 def _save_image(run: RunDir, rendered: Rendered) -> dict[str, Any]:
     job, data = rendered.job, rendered.image
     data = data if isinstance(data, bytes) else _png(data)
-    path = run.images_dir / f"{job.key}.png"
+    path = run.image_path(job.key)
     atomic_write(path, data)
     return {
         "key": job.key, "prompt_id": job.prompt_id, "prompt": job.prompt, "seed": job.seed,
         "scheduler": job.scheduler, "steps": job.steps, "nfe": rendered.nfe, "role": job.role,
-        "seconds": rendered.seconds, "path": str(path.relative_to(run.path)),
+        "seconds": rendered.seconds, "path": run.image_row_path(job.key),
         "sha256": hashlib.sha256(data).hexdigest(), "width": rendered.width, "height": rendered.height,
         "flags": rendered.flags,
     }

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit.errors import EvalkitError
+from ..errors import EvalkitError
 
 SUPPORTED_EXTENSIONS = (".txt", ".csv", ".tsv", ".jsonl")
 
@@ -64,7 +64,11 @@ def load_prompts(path: str | Path) -> list[Prompt]:
 
     if not rows:
         raise EvalkitError(f"empty prompt file {path}: add one prompt per line")
+    return _prompts_of(rows, path)
 
+
+def _prompts_of(rows: list[Row], path: Path) -> list[Prompt]:
+    """Prompts with their ids (given, else positional), each id and each text once."""
     prompts: list[Prompt] = []
     seen: dict[str, int] = {}
     seen_text: dict[str, int] = {}

@@ -28,8 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import EvalkitError
-from .registry import Registry
+from ..errors import EvalkitError
+from ..registry import Registry
 
 IN_FLIGHT_PER_WORKER = 2  # one computing, one queued: workers never idle waiting for the driver
 RESTARTS = 3  # a worker (and its in-flight item) is restarted/retried this often before the run stops
@@ -180,8 +180,10 @@ class _Worker:
     freeing its memory) and after Ray restarts a dead worker, so a retried item finds its replica."""
 
     def __init__(self) -> None:
-        import evalkit.render  # noqa: F401 - torch, diffusers and evalkit are imported while the pool starts
-        import evalkit.score  # noqa: F401
+        # the libraries every replica needs, imported while the pool starts rather than at the first item
+        import diffusers  # noqa: F401
+        import pandas  # noqa: F401
+        import torch  # noqa: F401
 
         self.token: str | None = None
         self.impl: Any = None

@@ -6,12 +6,12 @@ converges is the distribution of their images. The rule, as stated in summary.js
 - distance D(s): the MMD^2 between scheduler S's images at s steps and the target set (the same prompts and
   seeds' high-step references), estimated over (prompt, seed) units as the paired U-statistic
   1/(n(n-1)) sum_{i != j} h(z_i, z_j), h(z_i, z_j) = k(x_i, x_j) + k(y_i, y_j) - k(x_i, y_j) - k(x_j, y_i)
-  (Gretton et al. 2012, MMD^2_u). Cross terms of the same unit are left out, so D is unbiased even though
-  a column image and its reference share their starting noise; its expectation is 0 when the distributions
-  agree. Kernel: in a run, CMMD's when cmmd is scored (Gaussian RBF, sigma 10, x1000, on the L2-normalised CLIP
-  image embeddings score cached), else KID's (cubic polynomial on Inception pool features); the self-test may use
-  a weight-free Gaussian RBF on pixels (`pixel_kernel`).
-- interval: 95% percentile bootstrap over units, paired across step counts (stats._resample_counts), each
+  (Gretton et al. 2012, MMD^2_u; stats/mmd.py). Cross terms of the same unit are left out, so D is unbiased even
+  though a column image and its reference share their starting noise; its expectation is 0 when the distributions
+  agree. Kernel: in a run, the judging metric's own (its spec's `kernel`): CMMD's when cmmd is scored (Gaussian
+  RBF, sigma 10, x1000, on the L2-normalised CLIP image embeddings score cached), else KID's (cubic polynomial on
+  Inception pool features); the self-test may use a weight-free Gaussian RBF on pixels (`PIXEL`).
+- interval: 95% percentile bootstrap over units, paired across step counts (stats/bootstrap.py), each
   replicate the same U-statistic over distinct resampled indices (no unit is compared with its own copy).
 - tolerance = the noise floor of the target itself: split the target's units into two halves with the same
   prompts (seeds split within each prompt), and take the upper 95% bound the rule's own bootstrap gives D
@@ -24,7 +24,7 @@ converges is the distribution of their images. The rule, as stated in summary.js
   noise mostly shares; a 95th percentile let every sampler pass at 2 steps on builtin:mixture. Checked on
   synthetic coupled features: columns from the target's own law passed 120/120, a shift failed 40/40.
 - answer: the smallest swept s from which the CI's upper bound of D stays <= the tolerance at s and every
-  larger swept count (the per-seed rule's shape, plateau._decide).
+  larger swept count (rule.decide, the decision every rule shares).
 Which metric judges (JUDGES, first scored wins): CMMD, else KID; one metric, never both, so a run's answer is
 one stated test. CMMD first, for the reasons of Jayasumana et al. (CVPR 2024): CLIP embeddings represent the
 content of text-to-image outputs better than Inception's ImageNet features, and the Gaussian RBF is a
@@ -38,21 +38,25 @@ With no distribution metric scored (CMMD needs CLIP weights, KID Inception's) th
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .stats import _resample_counts
+from ..config import SweepConfig
+from ..metrics import METRICS
+from ..store.folder import RunDir
+from ..store.tables import with_references
+from ..stats.bootstrap import DISTRIBUTION_BOOT, FLOOR_BOOT, SEED, percentile_ci, resample_counts
+from ..stats.mmd import Kernel, mmd2_replicates, paired_mmd2
+from ..stages.features import feature_store
+from ..stages.score import ScoreResult, metric_options
+from .rule import Evidence, decide
 
-N_BOOT = 1000
-FLOOR_SPLITS = 50
-FLOOR_BOOT = 200
-LEVEL = 0.95
-SEED = 0
+FLOOR_SPLITS = 50  # random seed-halves of the target whose upper bounds' median is the noise floor
 PIXEL_BANDWIDTH = 0.1  # RBF on the per-pixel mean squared difference in [0, 1] units: h = 10% of the range
-
-Kernel = Callable[[np.ndarray, np.ndarray], np.ndarray]
+JUDGES = ("cmmd", "kid")  # run metrics the rule can judge on, the first scored one judges (module docstring)
 
 RULE = ("Distribution rule: D = unbiased paired MMD^2 of the scheduler's images at a step count to the same prompts' "
         "and seeds' high-step references ({kernel}); the upper bound of its 95% bootstrap interval over "
@@ -62,11 +66,18 @@ RULE = ("Distribution rule: D = unbiased paired MMD^2 of the scheduler's images 
         "judged by it; deterministic ones by it alongside the per-seed rule (both must pass).")
 
 
-def kid_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """KID's kernel (torchmetrics, metrics.fid): (<x, y> / d + 1)^3."""
-    from .metrics.fid import KID_COEF, KID_DEGREE
+@dataclass(frozen=True)
+class Distance:
+    """The MMD^2 the rule judges on: a name (the judging metric's, or "pixel-mmd"), its kernel, and what it is."""
 
-    return (x @ y.T / x.shape[1] + KID_COEF) ** KID_DEGREE
+    name: str
+    kernel: Kernel
+    text: str
+
+    @classmethod
+    def of(cls, metric: str) -> Distance:
+        spec = METRICS.get(metric)
+        return cls(metric, spec.kernel, spec.kernel_text)
 
 
 def pixel_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -77,34 +88,7 @@ def pixel_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.exp(-np.clip(sq, 0.0, None) / x.shape[1] / (2.0 * PIXEL_BANDWIDTH ** 2))
 
 
-def cmmd_kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """CMMD's kernel (metrics.cmmd): 1000 x Gaussian RBF, sigma 10, on L2-normalised CLIP embeddings."""
-    from .metrics.cmmd import scaled_kernel
-
-    return scaled_kernel(x, y)
-
-
-KERNELS = {"cmmd": ("CMMD's Gaussian RBF kernel (sigma 10, x1000) on L2-normalised CLIP image embeddings", cmmd_kernel),
-           "kid": ("KID's cubic polynomial kernel on Inception pool features", kid_kernel),
-           "pixel-mmd": (f"weight-free Gaussian RBF on [0, 1] pixels, h = {PIXEL_BANDWIDTH} RMS", pixel_kernel)}
-
-
-def pair_matrix(x: np.ndarray, y: np.ndarray, kernel: Kernel) -> np.ndarray:
-    """h(z_i, z_j) for paired rows (x_i, y_i), with the diagonal (a unit against itself) zeroed."""
-    kxy = kernel(x, y)
-    h = kernel(x, x) + kernel(y, y) - kxy - kxy.T
-    np.fill_diagonal(h, 0.0)
-    return h
-
-
-def paired_mmd2(h: np.ndarray, counts: np.ndarray | None = None) -> np.ndarray | float:
-    """The U-statistic over distinct units; with counts (B x n resample multiplicities), one value per replicate."""
-    if counts is None:
-        n = len(h)
-        return float(h.sum() / (n * (n - 1)))
-    pairs = counts.sum(1) ** 2 - (counts ** 2).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.einsum("bi,ij,bj->b", counts, h, counts) / pairs
+PIXEL = Distance("pixel-mmd", pixel_kernel, f"weight-free Gaussian RBF on [0, 1] pixels, h = {PIXEL_BANDWIDTH} RMS")
 
 
 def noise_floor(target: np.ndarray, prompts: list, kernel: Kernel, splits: int = FLOOR_SPLITS,
@@ -120,7 +104,7 @@ def noise_floor(target: np.ndarray, prompts: list, kernel: Kernel, splits: int =
     if half < 3:
         return None
     k = kernel(target, target)
-    counts = _resample_counts(half, FLOOR_BOOT, seed)
+    counts = resample_counts(half, FLOOR_BOOT, seed)
     bounds = []
     for _ in range(splits):
         a, b = [], []
@@ -128,105 +112,69 @@ def noise_floor(target: np.ndarray, prompts: list, kernel: Kernel, splits: int =
             g = rng.permutation(g)
             a += list(g[:len(g) // 2])
             b += list(g[len(g) // 2:2 * (len(g) // 2)])
-        h = k[np.ix_(a, a)] + k[np.ix_(b, b)] - k[np.ix_(a, b)] - k[np.ix_(a, b)].T
-        np.fill_diagonal(h, 0.0)
-        bounds.append(np.nanquantile(paired_mmd2(h, counts), (1 + LEVEL) / 2))
+        _, high = percentile_ci(paired_mmd2(k[np.ix_(a, a)], k[np.ix_(b, b)], k[np.ix_(a, b)], counts))
+        bounds.append(high)
     return float(np.median(bounds))
 
 
 def distribution_evidence(columns: dict[int, np.ndarray], target: np.ndarray, tolerance: float, kernel: Kernel,
-                          n_boot: int = N_BOOT, seed: int = SEED) -> list[dict[str, Any]]:
+                          n_boot: int = DISTRIBUTION_BOOT, seed: int = SEED) -> Evidence:
     """Per swept count (columns: steps -> features aligned with the target's units): D, its CI, pass on the bound."""
-    counts = _resample_counts(len(target), n_boot, seed)  # the same resample for every step count: paired
+    counts = resample_counts(len(target), n_boot, seed)  # the same resample for every step count: paired
     out = []
     for steps in sorted(columns):
-        h = pair_matrix(columns[steps], target, kernel)
-        low, high = np.nanquantile(paired_mmd2(h, counts), [(1 - LEVEL) / 2, (1 + LEVEL) / 2])
-        out.append({"steps": int(steps), "distance": paired_mmd2(h), "ci_low": float(low), "ci_high": float(high),
+        distance, replicates = mmd2_replicates(kernel, columns[steps], counts, paired=target)
+        low, high = percentile_ci(replicates)
+        out.append({"steps": int(steps), "distance": distance, "ci_low": float(low), "ci_high": float(high),
                     "plateau": 0.0, "pass": bool(high <= tolerance)})
     return out
 
 
-def judge_schedulers(features: Callable[[list[str]], np.ndarray], sweep: pd.DataFrame, metric: str,
+def judge_schedulers(features: Callable[[list[str]], np.ndarray], sweep: pd.DataFrame, distance: Distance,
                      target_column: str = "reference_sha256") -> dict[str, dict[str, Any]]:
     """The rule per scheduler. `sweep`: sweep rows with prompt_id, seed, scheduler, steps, sha256 and the
     target image's sha256 per unit in `target_column`; `features(shas)` -> one row per image."""
-    from .plateau import _decide
-
-    name, kernel = KERNELS[metric]
     out = {}
     for scheduler, rows in sweep.dropna(subset=[target_column]).groupby("scheduler", sort=True):
         units = rows.drop_duplicates(["prompt_id", "seed"]).sort_values(["prompt_id", "seed"])
         steps = sorted(set(rows.steps))
         complete = [s for s in steps if len(rows[rows.steps == s]) == len(units)]
         target = features(list(units[target_column]))
-        tolerance = noise_floor(target, list(units.prompt_id), kernel)
+        tolerance = noise_floor(target, list(units.prompt_id), distance.kernel)
         if tolerance is None or len(complete) < len(steps):
             why = ("fewer than 3 prompt+seed units per half to measure the target's noise floor: add seeds"
                    if tolerance is None else "some step counts lack images for some prompt+seed units: rerender")
-            out[scheduler] = {"min_steps": None, "reached": False, "why": why, "metric": metric}
+            out[scheduler] = {"min_steps": None, "reached": False, "why": why, "metric": distance.name}
             continue
         columns = {s: features(list(rows[rows.steps == s].sort_values(["prompt_id", "seed"]).sha256)) for s in steps}
-        evidence = distribution_evidence(columns, target, tolerance, kernel)
-        entry = _decide(steps, {metric: evidence}, False)
-        out[scheduler] = {**entry, "metric": metric, "distance": f"paired MMD^2, {name}", "tolerance": tolerance,
-                          "n": len(units), "evidence": evidence}
+        found = distribution_evidence(columns, target, tolerance, distance.kernel)
+        out[scheduler] = {**decide(steps, {distance.name: found}), "metric": distance.name,
+                          "distance": f"paired MMD^2, {distance.text}", "tolerance": tolerance, "n": len(units),
+                          "evidence": found}
     return out
 
 
-JUDGES = ("cmmd", "kid")  # run metrics the rule can judge on, the first scored one judges (module docstring)
+def rule_text(distance: Distance, backbone: str | None = None) -> str:
+    return RULE.format(kernel=f"{distance.name}: {distance.text}" + (f", backbone {backbone}" if backbone else ""))
 
 
-def rule_text(metric: str, backbone: str | None = None) -> str:
-    kernel = f"{metric}: {KERNELS[metric][0]}" + (f", backbone {backbone}" if backbone else "")
-    return RULE.format(kernel=kernel)
-
-
-def judge_run(run: Any, images: pd.DataFrame, config: Any, scored: Any, executor: Any = None) -> dict[str, Any]:
+def judge_run(run: RunDir, images: pd.DataFrame, config: SweepConfig, scored: ScoreResult,
+              executor: Any = None) -> dict[str, Any]:
     """The rule on a scored run, on the first of JUDGES that was scored, with the per-image features score cached
     (references' computed if missing, e.g. when the set metric's target is a folder). Without any of them scored
     the block says why and judges nothing: a distance is never made up."""
-    from .metrics import METRICS
-    from .metrics.base import MetricOptions
-    from .score import feature_store, with_references
-
     metric = next((m for m in JUDGES if m in scored.set_scores), None)
     if metric is None:
         why = "; ".join(f"{m}: {scored.skipped[m]}" if m in scored.skipped else f"{m} is not among the scored metrics"
                         for m in JUDGES)
         return {"metric": None, "why": f"no distribution metric was scored ({why})"}
-    spec = METRICS.get(metric)
-    options = MetricOptions(device=config.device, batch_size=config.batch_size, backbone=config.backbones.get(metric))
-    store = feature_store(run.path, spec, options)
+    spec, options = METRICS.get(metric), metric_options(config, metric)
+    store = feature_store(run, spec, options)
     pairs = with_references(images, config).dropna(subset=["reference_sha256"])
     refs = pairs.drop_duplicates("reference_sha256")
     store.compute(spec, options, [(sha, run.path / p) for sha, p in zip(refs.reference_sha256, refs.reference_path)],
                   executor)
-    backbone = scored.metrics.get(metric, {}).get("backbone") if metric == "cmmd" else None
-    return {"metric": metric, **({"backbone": backbone} if backbone else {}), "rule": rule_text(metric, backbone),
-            "schedulers": judge_schedulers(store.load, pairs, metric)}
-
-
-def combine(entry: dict[str, Any], per_seed_kinds: list[str], distribution: dict[str, Any] | None) -> dict[str, Any]:
-    """One answer from the rules that could judge (every one must pass: the largest count wins), naming them.
-
-    `entry`: the per-seed rule's answer (plateau._decide); `per_seed_kinds`: the kinds of metric it judged on
-    ("per-seed convergence" and/or "absolute"), empty when it judged nothing; `distribution`: this rule's
-    answer for the scheduler, or None when no distribution metric was scored."""
-    rules = {kind: entry for kind in per_seed_kinds}
-    if distribution is not None and "evidence" in distribution:
-        rules["distribution"] = distribution
-    if not rules:
-        why = entry.get("why", "")
-        if distribution is not None:
-            why += f"; distribution rule: {distribution.get('why')}"
-        return {**entry, "why": why, "judged_by": [], "rules": {}}
-    summary = {k: {"min_steps": r.get("min_steps"), "reached": r.get("reached"),
-                   **({"why": r["why"]} if "why" in r else {})} for k, r in rules.items()}
-    unreached = [k for k, r in rules.items() if not r.get("reached")]
-    if unreached:
-        why = "; ".join(f"{k}: {rules[k].get('why')}" for k in unreached)
-        return {"min_steps": None, "reached": False, "why": why, "judged_by": unreached, "rules": summary}
-    top = max(r["min_steps"] for r in rules.values())
-    return {"min_steps": top, "reached": True, "judged_by": [k for k, r in rules.items() if r["min_steps"] == top],
-            "rules": summary}
+    backbone = scored.metrics.get(metric, {}).get("backbone") if spec.embeddings else None  # a selectable backbone
+    distance = Distance.of(metric)
+    return {"metric": metric, **({"backbone": backbone} if backbone else {}), "rule": rule_text(distance, backbone),
+            "schedulers": judge_schedulers(store.load, pairs, distance)}

@@ -11,8 +11,8 @@ import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import EvalkitError
-from .registry import Registry
+from ..errors import EvalkitError
+from ..registry import Registry
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,7 @@ class SchedulerSpec:
     family: str = "ddpm"  # "ddpm" (discrete beta schedule), "flow" (flow matching) or "any" (native)
     needs: str = ""  # an extra package, if any
     notes: str = ""
-    adapter: str = ""  # evalkit.flow class that runs `cls_name` on the model's shipped flow schedule
+    adapter: str = ""  # a sweep/flow.py class that runs `cls_name` on the model's shipped flow schedule
 
     def load_class(self):
         import diffusers
@@ -107,25 +107,27 @@ for _spec in [
 ]:
     SCHEDULERS.add(_spec.name, dataclasses.replace(_spec, family="flow"))
 
-#: What a sweep runs when it names no schedulers / no reference scheduler, by the model's family.
-DEFAULTS = {
-    "ddpm": ("euler", "euler_a", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc"),
-    "flow": ("flow_euler", "flow_euler_karras", "flow_heun", "flow_dpmpp_2m", "flow_unipc", "flow_euler_stochastic"),
+@dataclass(frozen=True)
+class FamilyDefaults:
+    """What a sweep runs when it names no schedulers / no reference scheduler, for one model family."""
+
+    schedulers: tuple[str, ...]
+    reference: str  # a high-order deterministic solver, rendered at reference_steps for every prompt+seed
+
+
+# Flow reference: measured on builtin:mixture-flow against its exact ODE solution (3 prompt+seeds, 64x64, max |error|
+# over pixels in [0, 1]) at 200 steps: flow_dpmpp_2m_karras 6.4e-4 (second order: 2.6e-3 at 100), flow_unipc 6.5e-4
+# (first order near the end: 1.3e-3 at 100), flow_heun 5.2e-4 but at 399 NFE, flow_dpmpp_2m 1.6e-3, flow_euler 8.8e-3.
+FAMILY_DEFAULTS = {
+    "ddpm": FamilyDefaults(("euler", "euler_a", "heun", "ddim", "dpmpp_2m", "dpmpp_2m_karras", "unipc"),
+                           reference="dpmpp_2m_karras"),
+    "flow": FamilyDefaults(("flow_euler", "flow_euler_karras", "flow_heun", "flow_dpmpp_2m", "flow_unipc",
+                            "flow_euler_stochastic"), reference="flow_dpmpp_2m_karras"),
 }
-# High-order deterministic solvers. Flow: measured on builtin:mixture-flow against its exact ODE solution
-# (3 prompt+seeds, 64x64, max |error| over pixels in [0, 1]) at 200 steps: flow_dpmpp_2m_karras 6.4e-4
-# (second order: 2.6e-3 at 100), flow_unipc 6.5e-4 (first order near the end: 1.3e-3 at 100), flow_heun
-# 5.2e-4 but at 399 NFE, flow_dpmpp_2m 1.6e-3, flow_euler 8.8e-3.
-REFERENCE = {"ddpm": "dpmpp_2m_karras", "flow": "flow_dpmpp_2m_karras"}
 
 
 def get_scheduler(name: str) -> SchedulerSpec:
     return SCHEDULERS.get(name)
-
-
-def config_of(scheduler) -> dict[str, Any]:
-    """A scheduler instance's config as saved to disk (with `_class_name`, which `.config` lacks)."""
-    return {**dict(scheduler.config), "_class_name": type(scheduler).__name__}
 
 
 def family_of(base_config: dict[str, Any]) -> str:
@@ -133,6 +135,19 @@ def family_of(base_config: dict[str, Any]) -> str:
     flow = "FlowMatch" in base_config.get("_class_name", "") or base_config.get("use_flow_sigmas") \
         or base_config.get("prediction_type") == "flow_prediction"
     return "flow" if flow else "ddpm"
+
+
+def family_defaults(base_config: dict[str, Any]) -> FamilyDefaults:
+    """The defaults of the family a model's scheduler config belongs to."""
+    return FAMILY_DEFAULTS[family_of(base_config)]
+
+
+def timestep_count(spec: SchedulerSpec, base_config: dict[str, Any], steps: int) -> int:
+    """Model evaluations of one image at `steps`: the diffusers loop calls the model once per entry of
+    `timesteps`, laid out as the model's pipeline asks for them (FLUX-style schedules need `mu`)."""
+    scheduler = build_scheduler(spec, base_config)
+    scheduler.set_timesteps(device="cpu", **pipeline_timestep_call(scheduler, steps))
+    return len(scheduler.timesteps)
 
 
 def build_scheduler(spec: SchedulerSpec, base_config: dict[str, Any]):
@@ -167,12 +182,12 @@ def check_compatible(spec: SchedulerSpec, base_config: dict[str, Any], model: st
     if spec.family not in (model_family, "any"):
         raise EvalkitError(
             f"scheduler {spec.name!r} ({spec.family}) can't sample {model} ({model_family} model): choose "
-            f"{'one of ' + ', '.join(DEFAULTS['flow']) if model_family == 'flow' else 'a non-flow scheduler such as euler or dpmpp_2m'}"
+            f"{'one of ' + ', '.join(FAMILY_DEFAULTS['flow'].schedulers) if model_family == 'flow' else 'a non-flow scheduler such as euler or dpmpp_2m'}"
         )
     scheduler = build_scheduler(spec, base_config)
     for n in sorted(set(steps)):
         try:
-            scheduler.set_timesteps(device="cpu", **_as_a_pipeline_calls(scheduler, n))
+            scheduler.set_timesteps(device="cpu", **pipeline_timestep_call(scheduler, n))
         except Exception as exc:  # noqa: BLE001 - any refusal from the scheduler is a config error
             raise EvalkitError(
                 f"scheduler {spec.name!r} refuses {n} steps for {model}: {str(exc).splitlines()[0]}; "
@@ -180,7 +195,7 @@ def check_compatible(spec: SchedulerSpec, base_config: dict[str, Any], model: st
             ) from exc
 
 
-def _as_a_pipeline_calls(scheduler, steps: int) -> dict[str, Any]:
+def pipeline_timestep_call(scheduler, steps: int) -> dict[str, Any]:
     """`set_timesteps` kwargs as the model's pipeline would pass them: FLUX-style (dynamically shifted)
     schedules get FluxPipeline's sigmas and `mu`, here at the base sequence length (which step counts a
     scheduler refuses doesn't depend on it); every other scheduler gets the step count alone."""

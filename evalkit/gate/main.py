@@ -1,0 +1,64 @@
+"""`evalkit gate`: read the runs, parse the rules, judge, print, write the requested files, return the exit code."""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ..errors import EvalkitError
+from ..store.files import atomic_write
+from ..store.read import ScoredRun
+from .comparable import check_comparable
+from .judge import judge, judge_bands
+from .outputs import console_table, markdown_summary, write_junit
+from .rules import load_rules
+
+
+def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | Path | None = None,
+              junit: str | Path | None = None, markdown: str | Path | None = None,
+              thresholds_only: bool = False) -> int:
+    """Judge the candidate; print the table; write JUnit/markdown if asked; return 0 (pass) or 1 (fail)."""
+    if thresholds_only and baseline is not None:
+        raise EvalkitError("--thresholds-only judges one run against absolute bands: drop --baseline")
+    if not thresholds_only and baseline is None:
+        raise EvalkitError("gate needs --baseline DIR and --candidate DIR (or --thresholds-only with --rules)")
+    for flag, path in (("--junit", junit), ("--markdown", markdown)):
+        if path is not None:
+            _check_writable(flag, Path(path))
+    # the runs before the rules: their configs register the python: metric plugins whose names the rules may use
+    base = ScoredRun.read(baseline) if baseline is not None else None
+    cand = ScoredRun.read(candidate)
+    parsed = load_rules(rules) if rules is not None else None
+    if thresholds_only:
+        if not any(r.kind == "band" for r in parsed or []):
+            raise EvalkitError("--thresholds-only needs a rules file with at least one [[band]] rule: "
+                               "pass --rules FILE with [[band]] metric, scheduler, steps, lo, hi")
+        outcomes = judge_bands(parsed, cand)
+        title = f"candidate {cand.dir} ({cand.config.model}) against absolute bands"
+    else:
+        check_comparable(base, cand)
+        outcomes = judge(parsed, base, cand)
+        title = f"candidate {cand.dir} ({cand.config.model}) vs baseline {base.dir} ({base.config.model})"
+    print(console_table(outcomes, title))
+    for flag, path, write in (("--junit", junit, lambda p: write_junit(p, outcomes)),
+                              ("--markdown", markdown, lambda p: atomic_write(p, markdown_summary(outcomes, title).encode()))):
+        if path is not None:
+            try:
+                write(Path(path))
+            except OSError as exc:  # e.g. the disk filled up since the check
+                raise EvalkitError(f"{flag} {path} could not be written ({exc.strerror}): pass a writable file path "
+                                   "(the verdict above stands)") from None
+    return 0 if all(o.passed for o in outcomes) else 1
+
+
+def _check_writable(flag: str, path: Path) -> None:
+    """Output-file problems are bad input (exit 2), found before judging, never a failed gate (exit 1)."""
+    if path.is_dir():
+        example = path / ("gate.xml" if flag == "--junit" else "gate.md")
+        raise EvalkitError(f"{flag} {path} is a folder: pass a file path, e.g. {example}")
+    if not path.parent.is_dir():
+        raise EvalkitError(f"{flag} {path}: folder {path.parent} does not exist: create it or pass another path")
+    try:
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as exc:
+        raise EvalkitError(f"{flag} {path}: folder {path.parent} is not writable ({exc.strerror}): "
+                           "pass a path in a writable folder") from None

@@ -1,0 +1,73 @@
+"""summary.json: what a scored run says beyond its tables, with its provenance (resolved config, device, versions,
+git commit), warnings, skipped metrics with their fetch commands, and the stages' own facts (timings, min steps)."""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import platform
+import subprocess
+from importlib import metadata
+from typing import Any
+
+import pandas as pd
+
+from ..config import PROJECT_ROOT, SweepConfig
+from ..metrics import METRICS
+from ..store.folder import RunDir
+from ..store.tables import SMALL_N, broken_images
+from ..sweep.schedulers import SCHEDULERS
+from .score import ScoreResult
+
+PACKAGES = ("evalkit", "torch", "diffusers", "transformers", "open-clip-torch", "lpips", "torchmetrics", "numpy",
+            "pandas")
+
+
+def warnings_for(table: pd.DataFrame, config: SweepConfig, images: pd.DataFrame | None = None) -> list[str]:
+    out = []
+    broken = broken_images(images) if images is not None else {}
+    if broken:
+        out.append(f"{sum(broken.values())} broken image(s) (non-finite or blank output), left unscored and failing "
+                   f"the gate by default: {', '.join(f'{c}: {k}' for c, k in broken.items())}")
+    for metric, rows in table[table["flags"].str.contains(SMALL_N)].groupby("metric"):
+        spec = METRICS.get(metric)
+        out.append(f"{metric}: sets of {int(rows.n.min())}-{int(rows.n.max())} images, below the {spec.min_n} its "
+                   "authors ask for: biased upwards by an amount that depends on the model; compare only at equal n "
+                   "and read KID beside it")
+    stochastic = [s for s in config.schedulers if SCHEDULERS.get(s).stochastic]
+    if stochastic:
+        out.append(f"{', '.join(stochastic)}: stochastic sampler(s): reference-based metrics are computed but never "
+                   "converge per seed; judge them on distribution metrics (the distribution rule: CMMD or KID)")
+    return out
+
+
+def write_summary(run: RunDir, config: SweepConfig, device: str, result: ScoreResult, table: pd.DataFrame,
+                  extra: dict[str, Any] | None = None, images: pd.DataFrame | None = None) -> dict[str, Any]:
+    summary = {
+        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "warnings": result.warnings + warnings_for(table, config, images),
+        "broken_images": broken_images(images) if images is not None else {},
+        "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
+        "device": device,
+        "metrics": result.metrics,
+        "skipped_metrics": result.skipped,
+        "stochastic_schedulers": [s for s in config.schedulers if SCHEDULERS.get(s).stochastic],
+        "versions": versions(),
+        **(extra or {}),
+    }
+    run.write_summary(summary)
+    return summary
+
+
+def versions() -> dict[str, Any]:
+    found: dict[str, Any] = {"python": platform.python_version()}
+    for package in PACKAGES:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    try:
+        found["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True,
+                                             text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        found["git_commit"] = None
+    return found

@@ -1,0 +1,59 @@
+"""The run folder's tables: their columns, which images count as broken, and the joins every reader shares."""
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from ..config import SweepConfig
+from ..sweep.plan import REFERENCE, SWEEP, reference_scheduler
+
+IMAGE_COLUMNS = ["key", "prompt_id", "prompt", "seed", "scheduler", "steps", "nfe", "role", "seconds",
+                 "path", "sha256", "width", "height", "flags"]
+SCORE_COLUMNS = ["key", "metric", "value"]
+SET_SCORE_COLUMNS = ["scheduler", "steps", "metric", "value", "ci_low", "ci_high", "n", "broken", "flags"]
+UNIT_COLUMN = ["prompt_id", "seed", "scheduler", "steps"]  # a per-image value's place: unit x column
+# image flags meaning "no picture": such an image is never scored, nor anything against it
+BROKEN_FLAGS = ("nan", "blank")
+BROKEN = "broken-images"  # set_scores flag: the column has images (or references) excluded as broken
+NOT_CONVERGENT = "not-convergent"  # set_scores flag: a stochastic sampler's value on a convergence metric
+SMALL_N = "small-n"  # set_scores flag: a set metric below the number of images its authors ask for
+
+
+def is_broken(flags: Any) -> bool:
+    """An image flagged non-finite or blank: excluded from scoring (never compared with anything)."""
+    return any(flag in BROKEN_FLAGS for flag in str(flags or "").split(","))
+
+
+def has_flag(flags: Any, flag: str) -> bool:
+    return flag in str(flags or "").split(",")
+
+
+def join_values(scores: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
+    """Per-image values joined to where they belong: the one place scores meet (prompt, seed, scheduler, steps)."""
+    return scores.merge(images[["key", "prompt_id", "prompt", "seed", "scheduler", "steps", "role"]], on="key")
+
+
+def sweep_values(values: pd.DataFrame) -> pd.DataFrame:
+    """Per-image values of the sweep, in the shape stats takes: prompt_id, seed, scheduler, steps, metric, value."""
+    return values[values.role == SWEEP][[*UNIT_COLUMN, "metric", "value"]]
+
+
+def with_references(images: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
+    """Sweep rows with `reference_key/path/sha256/flags`: the same prompt+seed's high-step image, and
+    `excluded`: the image or its reference is broken (non-finite or blank), so it is scored against nothing."""
+    refs = images[images.role == REFERENCE][["prompt_id", "seed", "scheduler", "key", "path", "sha256", "flags"]]
+    refs = refs.rename(columns={"scheduler": "reference_scheduler", "key": "reference_key", "path": "reference_path",
+                                "sha256": "reference_sha256", "flags": "reference_flags"})
+    sweep = images[images.role == SWEEP].copy()
+    sweep["reference_scheduler"] = [reference_scheduler(config, s) for s in sweep.scheduler]
+    pairs = sweep.merge(refs, on=["prompt_id", "seed", "reference_scheduler"], how="left")
+    pairs["excluded"] = [is_broken(a) or is_broken(b) for a, b in zip(pairs["flags"], pairs["reference_flags"])]
+    return pairs
+
+
+def broken_images(images: pd.DataFrame) -> dict[str, int]:
+    """Non-finite or blank images of the run per column label (`scheduler@steps`), only where there are some."""
+    bad = images[[is_broken(f) for f in images["flags"]]]
+    return {f"{s}@{int(n)}" + ("" if role == SWEEP else " (reference)"): int(k)
+            for (s, n, role), k in bad.groupby(["scheduler", "steps", "role"]).size().items()}
