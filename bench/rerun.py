@@ -8,7 +8,6 @@ usage: python bench/rerun.py [--prompts 4] [--seeds 2]
 from __future__ import annotations
 
 import collections
-import importlib
 import tempfile
 import time
 from pathlib import Path
@@ -17,23 +16,23 @@ from pathlib import Path
 from _common import bench_args, prompt_file, random_backbones
 
 import evalkit
+from evalkit.stages.render import Renderer
+from evalkit.stages.workers import MetricWorker
 
-render_module = importlib.import_module("evalkit.render")  # the module; `evalkit.render` is also a function
-score_module = importlib.import_module("evalkit.score")
 
 CALLS: collections.Counter = collections.Counter()
 
 
 def count_calls() -> None:
     """Wrap the places where models and backbones run, so every call anywhere in a run is counted."""
-    original_init = render_module.Renderer.__init__
+    original_init = Renderer.__init__
 
     def renderer_init(self, model, *args, **kwargs):
         original_init(self, model, *args, **kwargs)
         model.denoiser.register_forward_pre_hook(lambda *_: CALLS.update(["denoiser calls"]))
 
-    render_module.Renderer.__init__ = renderer_init
-    worker = score_module.MetricWorker
+    Renderer.__init__ = renderer_init
+    worker = MetricWorker
     for method in ("__init__", "score", "features"):
         original = getattr(worker, method)
 

@@ -13,7 +13,11 @@ import torch
 from PIL import Image
 
 from evalkit.config import DEFAULT_PROMPTS, PROJECT_ROOT
-from evalkit.models import mixture as mx
+from evalkit.models.exact.components import component_weights, prompt_words, select_components
+from evalkit.models.exact.denoiser import COMPONENT_STD, MixtureDenoiser
+from evalkit.models.exact.pipeline import mixture_pipeline
+from evalkit.models.exact.prototypes import CAPTIONS, K, prototype_image, prototypes
+from evalkit.models.exact.schedule import SCHEDULER_CONFIG, sigma_of_timestep, sigma_table
 from evalkit.sweep.prompts import load_prompts
 from evalkit.sweep.schedulers import build_scheduler, get_scheduler
 
@@ -25,7 +29,7 @@ CASES = [("a photo of a cat", 0), ("a landscape", 1), ("the word HELLO", 2), ("a
 
 
 def sched(name: str):
-    return build_scheduler(get_scheduler(name), mx.SCHEDULER_CONFIG)
+    return build_scheduler(get_scheduler(name), SCHEDULER_CONFIG)
 
 
 def gens(seeds):
@@ -34,37 +38,37 @@ def gens(seeds):
 
 @pytest.fixture(scope="module")
 def pipe():
-    return mx.mixture_pipeline()
+    return mixture_pipeline()
 
 
 # ---------------------------------------------------------------------------- prompt rule
 
 def test_documented_prompt_examples():
-    assert mx.K == 20 and len(mx.CAPTIONS) == 20
-    assert mx.select_components("a photo of a cat") == (2,)
-    assert mx.select_components("Two cats!") == (2, 12)  # plural + punctuation + "two"
-    assert mx.select_components("a portrait of a woman") == (0, 1)
-    assert mx.select_components("a landscape") == (5, 6, 7)
-    assert mx.select_components("the word HELLO") == (8, 10)
-    assert mx.select_components("some texture") == (15, 16, 17)
-    assert mx.select_components("Three APPLES.") == (13,)
-    assert mx.select_components("") == tuple(range(mx.K))  # empty prompt = unconditional
-    w = mx.component_weights("a landscape")
+    assert K == 20 and len(CAPTIONS) == 20
+    assert select_components("a photo of a cat") == (2,)
+    assert select_components("Two cats!") == (2, 12)  # plural + punctuation + "two"
+    assert select_components("a portrait of a woman") == (0, 1)
+    assert select_components("a landscape") == (5, 6, 7)
+    assert select_components("the word HELLO") == (8, 10)
+    assert select_components("some texture") == (15, 16, 17)
+    assert select_components("Three APPLES.") == (13,)
+    assert select_components("") == tuple(range(K))  # empty prompt = unconditional
+    w = component_weights("a landscape")
     assert w.sum() == pytest.approx(1.0) and np.count_nonzero(w) == 3 and np.allclose(w[[5, 6, 7]], 1 / 3)
-    assert np.allclose(mx.component_weights(None), 1 / mx.K)
+    assert np.allclose(component_weights(None), 1 / K)
 
 
 def test_unmatched_prompt_uses_sha256_and_is_stable():
     p = "an astronaut riding a horse"
-    chosen = mx.select_components(p)
-    assert len(chosen) == 3 and chosen == mx.select_components(p)
+    chosen = select_components(p)
+    assert len(chosen) == 3 and chosen == select_components(p)
     # same words -> same choice (case and punctuation don't matter)
-    assert mx.select_components("An astronaut, riding a HORSE!") == chosen
-    key = " ".join(mx.prompt_words(p))
-    expected = sorted(range(mx.K), key=lambda k: hashlib.sha256(f"{key}|{k}".encode()).hexdigest())[:3]
+    assert select_components("An astronaut, riding a HORSE!") == chosen
+    key = " ".join(prompt_words(p))
+    expected = sorted(range(K), key=lambda k: hashlib.sha256(f"{key}|{k}".encode()).hexdigest())[:3]
     assert chosen == tuple(sorted(expected))
     # different unmatched prompts spread over components
-    picks = {mx.select_components(f"zzq prompt number {i}") for i in range(20)}
+    picks = {select_components(f"zzq prompt number {i}") for i in range(20)}
     assert len(picks) > 5
 
 
@@ -89,42 +93,42 @@ def test_scheduler_config_survives_from_config():
 def test_sigma_mapping_matches_euler():
     s = sched("euler")
     s.set_timesteps(37)
-    np.testing.assert_allclose(mx.sigma_of_timestep(s.timesteps), s.sigmas[:-1].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(sigma_of_timestep(s.timesteps), s.sigmas[:-1].numpy(), rtol=1e-6)
     s = sched("euler_karras")  # fractional timesteps
     s.set_timesteps(20)
     assert any(float(t) != round(float(t)) for t in s.timesteps)
-    np.testing.assert_allclose(mx.sigma_of_timestep(s.timesteps), s.sigmas[:-1].numpy(), rtol=1e-4)
+    np.testing.assert_allclose(sigma_of_timestep(s.timesteps), s.sigmas[:-1].numpy(), rtol=1e-4)
 
 
 def test_denoiser_exact_and_row_independent():
     torch.manual_seed(0)
-    den = mx.MixtureDenoiser()
-    mu = mx.prototypes(16, 16)
-    assert mu.shape == (mx.K, 3, 16, 16) and mu.min() >= -1 and mu.max() <= 1
-    w = torch.from_numpy(np.stack([mx.component_weights(p) for p in ["a cat", "a landscape", "", "stripes"]])).float()
+    den = MixtureDenoiser()
+    mu = prototypes(16, 16)
+    assert mu.shape == (K, 3, 16, 16) and mu.min() >= -1 and mu.max() <= 1
+    w = torch.from_numpy(np.stack([component_weights(p) for p in ["a cat", "a landscape", "", "stripes"]])).float()
     x = torch.randn(4, 3, 16, 16)
     for t in [999, 500.5, 0]:
         eps = den(x, torch.tensor(t), w)
         rows = torch.cat([den(x[i:i + 1], torch.tensor(t), w[i:i + 1]) for i in range(4)])
         assert eps.dtype == torch.float32 and torch.equal(eps, rows)
     # at tiny sigma with one component, D = mu + s^2/(s^2+sigma^2) (x - mu): eps is known in closed form
-    sigma = float(mx.sigma_table()[0])
+    sigma = float(sigma_table()[0])
     x_ve = torch.from_numpy(mu[2].copy()).float()[None] + 0.1 * torch.randn(1, 3, 16, 16)
-    w1 = torch.from_numpy(mx.component_weights("a cat")).float()[None]
+    w1 = torch.from_numpy(component_weights("a cat")).float()[None]
     eps = den(x_ve / np.sqrt(1 + sigma**2), torch.tensor(0), w1).double()
-    c = mx.COMPONENT_STD**2 / (mx.COMPONENT_STD**2 + sigma**2)
+    c = COMPONENT_STD**2 / (COMPONENT_STD**2 + sigma**2)
     expected = (1 - c) * (x_ve.double() - torch.from_numpy(mu[2].copy())[None]) / sigma
     torch.testing.assert_close(eps, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_prototype_any_size_and_deterministic():
-    a = mx.prototype_image(8, 40, 24)
+    a = prototype_image(8, 40, 24)
     assert a.size == (24, 40) and a.mode == "RGB"
-    assert np.array_equal(np.asarray(a), np.asarray(mx.prototype_image(8, 40, 24)))
+    assert np.array_equal(np.asarray(a), np.asarray(prototype_image(8, 40, 24)))
     # prototypes differ from each other
-    mu = mx.prototypes(32).reshape(mx.K, -1)
+    mu = prototypes(32).reshape(K, -1)
     d = np.sqrt(((mu[:, None] - mu[None]) ** 2).mean(-1))
-    assert d[~np.eye(mx.K, dtype=bool)].min() > 0.2
+    assert d[~np.eye(K, dtype=bool)].min() > 0.2
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -148,7 +152,7 @@ def test_default_prompts_are_distinct_distributions(pipe):
     """Each default prompt selects its own components, so no two render the same image for one seed
     (duplicates would count twice in every set metric of the default sweep)."""
     prompts = [p.text for p in load_prompts(PROJECT_ROOT / DEFAULT_PROMPTS)]
-    selected = [set(mx.select_components(p)) for p in prompts]
+    selected = [set(select_components(p)) for p in prompts]
     for (a, sa), (b, sb) in itertools.combinations(zip(prompts, selected), 2):
         assert not sa & sb, (a, b, sa & sb)
     pipe.scheduler = sched("dpmpp_2m_karras")

@@ -8,11 +8,14 @@ import torch
 from scipy.integrate import solve_ivp
 
 from evalkit.models import load_model
-from evalkit.models import mixture, mixture_flow
+from evalkit.models.exact.denoiser import COMPONENT_STD, guided_denoiser
+from evalkit.models.exact.flow_pipeline import mixture_flow_pipeline
+from evalkit.models.exact.flow_velocity import guided_velocity, velocity
+from evalkit.models.exact.prototypes import K, prototypes
 from evalkit.stages.render import CallCounter, SamplerCache
 from evalkit.sweep.schedulers import SCHEDULERS
 
-S = mixture.COMPONENT_STD
+S = COMPONENT_STD
 FLOW_SOLVERS = [s.name for s in SCHEDULERS if s.family == "flow" and not s.stochastic]
 
 
@@ -25,7 +28,7 @@ def test_velocity_of_one_gaussian_is_the_closed_form_regression():
     for t in (1.0, 0.999999, 0.9, 0.5, 0.1, 1e-4, 0.0):
         var = (1 - t) ** 2 * S**2 + t**2
         expected = -m[0] + (t - (1 - t) * S**2) / var * (x - (1 - t) * m[0])
-        np.testing.assert_allclose(mixture_flow.velocity(x, t, np.ones(1), m), expected, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(velocity(x, t, np.ones(1), m), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_velocity_of_a_mixture_matches_monte_carlo():
@@ -40,31 +43,31 @@ def test_velocity_of_a_mixture_matches_monte_carlo():
         log_w = -0.5 * np.sum(eps**2, axis=1)  # p(x_t | x0) up to a constant
         w = np.exp(log_w - log_w.max())
         estimate = (w[:, None] * (eps - x0)).sum(axis=0) / w.sum()
-        np.testing.assert_allclose(mixture_flow.velocity(x, t, weights, mu), estimate, atol=0.02)
+        np.testing.assert_allclose(velocity(x, t, weights, mu), estimate, atol=0.02)
 
 
 def test_velocity_is_continuous_at_both_ends():
     rng = np.random.default_rng(2)
     mu, weights = rng.uniform(-1, 1, size=(3, 48)), np.array([0.2, 0.5, 0.3])
     x = rng.normal(size=48)
-    np.testing.assert_allclose(mixture_flow.velocity(x, 1 - 1e-9, weights, mu),
-                               mixture_flow.velocity(x, 1.0, weights, mu), atol=1e-6)
-    np.testing.assert_allclose(mixture_flow.velocity(x, 1e-9, weights, mu),
-                               mixture_flow.velocity(x, 0.0, weights, mu), atol=1e-6)
+    np.testing.assert_allclose(velocity(x, 1 - 1e-9, weights, mu),
+                               velocity(x, 1.0, weights, mu), atol=1e-6)
+    np.testing.assert_allclose(velocity(x, 1e-9, weights, mu),
+                               velocity(x, 0.0, weights, mu), atol=1e-6)
 
 
 def test_ground_truth_agrees_with_the_variance_exploding_ode():
     """x_t / (1 - t) is the VE state at sigma = t / (1 - t): half the flow ODE, then the DDPM model's VE ODE
-    (mixture.denoise, in log sigma) to sigma = 1e-7, lands where the flow ODE lands at t = 0."""
-    pipe = mixture_flow.mixture_flow_pipeline(size=16)
+    (denoiser.denoise, in log sigma) to sigma = 1e-7, lands where the flow ODE lands at t = 0."""
+    pipe = mixture_flow_pipeline(size=16)
     prompt, seed = "a cat", 3
     truth = pipe.ground_truth(prompt, seed, height=16, width=16)
 
     noise = torch.randn((1, 3, 16, 16), generator=torch.Generator().manual_seed(seed)).double().numpy().reshape(-1)
-    means = mixture.prototypes(16).reshape(mixture.K, -1)
-    v = mixture_flow.guided_velocity(prompt, mu=means)
+    means = prototypes(16).reshape(K, -1)
+    v = guided_velocity(prompt, mu=means)
     half = solve_ivp(lambda t, x: v(x, t), (1.0, 0.5), noise, method="DOP853", rtol=1e-11, atol=1e-11).y[:, -1]
-    d = mixture.guided_denoiser(prompt, height=16)
+    d = guided_denoiser(prompt, height=16)
     ve = solve_ivp(lambda ls, x: x - d(x, math.exp(ls)), (0.0, math.log(1e-7)), half / 0.5,
                    method="DOP853", rtol=1e-11, atol=1e-11).y[:, -1]
     other = np.clip((d(ve, 1e-7).reshape(3, 16, 16).transpose(1, 2, 0) + 1) / 2, 0, 1)

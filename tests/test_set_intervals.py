@@ -3,7 +3,6 @@ distinct units recomputed on each explicit resample (unbiased against coupled re
 of the weighted FID and spreading like the bootstrap and the true sampling spread; a warm rerun that
 recomputes no interval."""
 import functools
-import importlib
 import json
 
 import numpy as np
@@ -16,6 +15,7 @@ from evalkit.metrics.cmmd import cmmd_replicates, scaled_kernel
 from evalkit.metrics.fid import (fid_gradient, fid_replicates, frechet_distance_fast, frechet_distance_to_stats,
                                  kid_kernel, mmd2_unbiased, stats_sqrt)
 from evalkit.minsteps.distribution import distribution_evidence
+from evalkit.stages import score as score_stage
 from evalkit.stats.bootstrap import counts_of
 from evalkit.stats.mmd import mmd2_replicates
 from evalkit.store.folder import RunDir
@@ -195,16 +195,16 @@ def test_a_warm_rerun_recomputes_no_interval_and_gives_the_same_table(tmp_path, 
     def refuse(*args, **kwargs):
         raise AssertionError("an interval was recomputed on a warm rerun")
 
-    monkeypatch.setattr(importlib.import_module("evalkit.stages.score"), "counts_of", refuse)
+    monkeypatch.setattr(score_stage, "counts_of", refuse)
     again = evalkit.run(config)
     assert again.set_scores.equals(first.set_scores)
     # intervals cached by another interval method (FID's were the explicit bootstrap's) are recomputed, not reused
     monkeypatch.undo()
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    monkeypatch.setattr(importlib.import_module("evalkit.stages.score"), "INTERVAL_METHOD", "an earlier method")
+    monkeypatch.setattr(score_stage, "INTERVAL_METHOD", "an earlier method")
     calls = []
     real = counts_of
-    monkeypatch.setattr(importlib.import_module("evalkit.stages.score"), "counts_of",
+    monkeypatch.setattr(score_stage, "counts_of",
                         lambda *a, **k: calls.append(1) or real(*a, **k))
     evalkit.run(config)
     assert len(calls) == 4  # every column of both metrics

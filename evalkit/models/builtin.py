@@ -2,29 +2,40 @@
 from __future__ import annotations
 
 import importlib
+from typing import NamedTuple
 
 from ..errors import EvalkitError
 from .base import LoadOptions, Model
 
-#: name -> (module, its pipeline factory, the scheduler class of its own config): the DDPM-family
-#: exact model and its flow-matching twin (loaded lazily: neither is imported until asked for)
+
+class Builtin(NamedTuple):
+    module: str  # its pipeline module in evalkit.models.exact (which holds its VERSION)
+    factory: str  # the pipeline factory in that module
+    config: str  # its shipped scheduler config in evalkit.models.exact.schedule
+    scheduler_class: str  # the scheduler class of that config
+
+
+#: name -> where it lives: the DDPM-family exact model and its flow-matching twin
+#: (loaded lazily: neither is imported until asked for)
 BUILTINS = {
-    "mixture": ("mixture", "mixture_pipeline", "EulerDiscreteScheduler"),
-    "mixture-flow": ("mixture_flow", "mixture_flow_pipeline", "FlowMatchEulerDiscreteScheduler"),
+    "mixture": Builtin("pipeline", "mixture_pipeline", "SCHEDULER_CONFIG", "EulerDiscreteScheduler"),
+    "mixture-flow": Builtin("flow_pipeline", "mixture_flow_pipeline", "FLOW_SCHEDULER_CONFIG",
+                            "FlowMatchEulerDiscreteScheduler"),
 }
 
 
 def load_builtin(target: str, options: LoadOptions) -> Model:
     if target not in BUILTINS:
         raise EvalkitError(f"unknown built-in model {target!r}: use one of {', '.join('builtin:' + b for b in BUILTINS)}")
-    module_name, factory, scheduler_class = BUILTINS[target]
-    module = importlib.import_module(f".{module_name}", __package__)
+    builtin = BUILTINS[target]
+    module = importlib.import_module(f".exact.{builtin.module}", __package__)
+    schedule = importlib.import_module(".exact.schedule", __package__)
     # The exact models are numpy float64 on the CPU whatever --device says: they need no accelerator.
     return Model(
         spec=f"builtin:{target}",
         identity={"backend": "builtin", "model": target, "version": module.VERSION},
-        scheduler_config={"_class_name": scheduler_class, **module.SCHEDULER_CONFIG},
-        load_pipeline=getattr(module, factory),
+        scheduler_config={"_class_name": builtin.scheduler_class, **getattr(schedule, builtin.config)},
+        load_pipeline=getattr(module, builtin.factory),
         default_guidance=1.0,
         default_size=64,
     )

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from evalkit.models.mixture import MixturePipeline
+from evalkit.models.exact.pipeline import MixturePipeline
 
 if os.environ.get("EVALKIT_TEST_BREAK_AT_IMPORT"):
     raise RuntimeError("CUDA out of memory while loading weights")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evalkit.models.mixture import mixture_pipeline
+from evalkit.models.exact.pipeline import mixture_pipeline
 
 
 class _Spoiled:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from evalkit.models.mixture import mixture_pipeline
+from evalkit.models.exact.pipeline import mixture_pipeline
 
 
 class FaultyDenoiser(torch.nn.Module):

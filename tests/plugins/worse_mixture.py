@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from evalkit.models.mixture import mixture_pipeline
+from evalkit.models.exact.pipeline import mixture_pipeline
 
 EPS_SCALE = 1.05
 
