@@ -1,27 +1,14 @@
-"""Metrics registry (`evalkit metrics` lists it). One module per family; each registers its specs."""
+"""Metrics registry (`evalkit metrics` lists it). One module per family; each registers its specs in
+base.METRICS when imported, which importing this package does."""
 from __future__ import annotations
 
-from ..registry import Registry
-from .base import MetricSpec
+from . import clip, cmmd, fid, lpips, reference  # noqa: F401  (each module registers its specs)
+from .base import METRICS, MetricSpec, register
+from .plugins import is_plugin, load_plugin
 
-METRICS: Registry[MetricSpec] = Registry("metric")
-
-
-def register(spec: MetricSpec) -> MetricSpec:
-    return METRICS.add(spec.name, spec)
+__all__ = ["METRICS", "metric_spec", "register"]
 
 
 def metric_spec(name: str) -> MetricSpec:
     """A registered metric, or a python:MODULE:FACTORY plugin (loaded and registered on first use)."""
-    if name.startswith("python:"):
-        from .plugins import load_plugin
-
-        return load_plugin(name)
-    return METRICS.get(name)
-
-
-def _register_all() -> None:
-    from . import clip, cmmd, fid, lpips, reference  # noqa: F401  (each module registers its specs)
-
-
-_register_all()
+    return load_plugin(name) if is_plugin(name) else METRICS.get(name)

@@ -1,4 +1,4 @@
-"""The metric contract: a spec that tells the truth about its inputs and weights, and a scorer.
+"""The metric contract: a spec that tells the truth about its inputs and weights, a scorer, and the registry of specs.
 
 Scorers receive images as uint8 tensors (B, 3, H, W) exactly as stored in the PNGs; each scorer
 owns its preprocessing (range, resize, normalisation) and names it in its spec, because a score
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..errors import EvalkitError
+from ..registry import Registry
 from ..stats.mmd import Kernel, mmd2_replicates
 
 IMAGE_PROMPT, IMAGE_REFERENCE, SET = "image+prompt", "image+reference", "set"
@@ -104,6 +105,13 @@ class MetricSpec:
             return self.embeddings(options)
         chosen = f"\n{options.backbone}" if options.backbone else ""
         return (self.features or self.backbone + self.preprocessing) + chosen
+
+
+METRICS: Registry[MetricSpec] = Registry("metric")  # filled by each family's module (metrics/__init__.py)
+
+
+def register(spec: MetricSpec) -> MetricSpec:
+    return METRICS.add(spec.name, spec)
 
 
 class PairScorer(Protocol):

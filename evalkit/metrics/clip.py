@@ -61,8 +61,7 @@ from typing import Any
 import torch
 
 from ..errors import EvalkitError
-from . import register
-from .base import ALIGNMENT, IMAGE_PROMPT, MetricOptions, MetricSpec, WeightFile
+from .base import ALIGNMENT, IMAGE_PROMPT, MetricOptions, MetricSpec, WeightFile, register
 
 DEFAULT_BACKBONE = "ViT-B-32-quickgelu/openai"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..stats.mmd import mmd2
-from . import clip, register
-from .base import REALISM, SET, MetricOptions, MetricSpec, mmd_interval
+from . import clip
+from .base import REALISM, SET, MetricOptions, MetricSpec, mmd_interval, register
 
 DEFAULT_BACKBONE = "ViT-L-14-336/openai"
 SIGMA = 10.0  # google-research/cmmd distance.py _SIGMA

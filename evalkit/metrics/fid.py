@@ -35,9 +35,8 @@ import torch
 
 from ..errors import EvalkitError
 from ..stats.mmd import mmd2
-from . import register
 from .base import (REALISM, SET, MetricOptions, MetricSpec, SetTarget, WeightFile, hub_checkpoint, mmd_interval,
-                   require_weights)
+                   register, require_weights)
 
 FEATURE_DIM = 2048
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"

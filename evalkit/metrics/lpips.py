@@ -18,8 +18,8 @@ import warnings
 import torch
 
 from ..errors import EvalkitError
-from . import register
-from .base import CONVERGENCE, IMAGE_REFERENCE, MetricOptions, MetricSpec, WeightFile, hub_checkpoint, require_weights
+from .base import (CONVERGENCE, IMAGE_REFERENCE, MetricOptions, MetricSpec, WeightFile, hub_checkpoint, register,
+                   require_weights)
 
 LPIPS_VERSION = "0.1"
 DEFAULT_BACKBONE = "alex"

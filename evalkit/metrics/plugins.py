@@ -19,7 +19,7 @@ import importlib
 from typing import Any
 
 from ..errors import EvalkitError
-from .base import CONVERGENCE, IMAGE_PROMPT, IMAGE_REFERENCE, MetricSpec
+from .base import CONVERGENCE, IMAGE_PROMPT, IMAGE_REFERENCE, METRICS, MetricSpec
 
 PREFIX = "python:"
 USAGE = "python:MODULE:FACTORY, e.g. python:mypkg.metrics:aesthetic"
@@ -63,8 +63,6 @@ def plugin_scorer(source: str) -> Any:
 
 def load_plugin(source: str) -> MetricSpec:
     """The plugin's spec, registered in METRICS under its declared name (idempotent)."""
-    from . import METRICS
-
     scorer = plugin_scorer(source)
     name, kind = str(scorer.name), str(scorer.kind)
     if name in METRICS.names() and METRICS.get(name).plugin != source:

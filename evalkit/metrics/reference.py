@@ -4,8 +4,7 @@ from __future__ import annotations
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
-from . import register
-from .base import CONVERGENCE, IMAGE_REFERENCE, MetricSpec
+from .base import CONVERGENCE, IMAGE_REFERENCE, MetricSpec, register
 
 # Identical images have infinite PSNR; a cap keeps means and intervals finite. 100 dB is an MSE of
 # 1e-10 in [0, 1] units, far below one uint8 step (PSNR of a single 1/255 error everywhere: 48 dB).
