@@ -9,7 +9,6 @@ import torch
 import evalkit
 from evalkit.metrics.cmmd import SCALE, SIGMA, cmmd, rbf_kernel
 from evalkit.stages.features import FeatureStore
-from evalkit.stages.workers import load_images
 from evalkit.store.folder import RunDir
 
 

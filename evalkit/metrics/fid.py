@@ -26,7 +26,6 @@ share their starting noise with the column's, the same kernel over distinct (pro
 """
 from __future__ import annotations
 
-import warnings
 import zipfile
 from pathlib import Path
 

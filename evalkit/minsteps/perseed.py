@@ -11,7 +11,6 @@ per-image metrics (distance = paired drop from it, e.g. CLIP score there minus h
 """
 from __future__ import annotations
 
-from typing import Any
 
 import numpy as np
 import pandas as pd
