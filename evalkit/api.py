@@ -16,9 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from .config import OWN_REFERENCES, SweepConfig, check_plotly_js, resolve_config
+from .config import SweepConfig, check_plotly_js, resolve_config
 from .metrics import METRICS
-from .metrics.base import MetricOptions
 from .minsteps.answer import summarize_min_steps
 from .minsteps.distribution import judge_run
 from .models import check_device, resolve_device
@@ -26,11 +25,11 @@ from .store.files import read_table
 from .store.folder import RESCORE, RunDir
 from .store.tables import SCORE_COLUMNS, SET_SCORE_COLUMNS, join_values
 from .stages.aggregate import aggregate_scores
+from .stages.checks import check_image_size, check_metrics
 from .stages.executors import make_executor
 from .stages.render import RenderStats, render_jobs, renderer_for
 from .stages.score import ScoreResult, score_images
 from .stages.summary import write_summary
-from .stages.targets import check_fid_reference
 from .sweep.plan import RenderJob, RenderSettings, model_options, plan_jobs, prepare_sweep
 from .sweep.prompts import load_prompts
 
@@ -71,30 +70,19 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
     if config.backend == "local":  # Ray workers resolve the device on their own nodes
         check_device(config.device)
     config, model = prepare_sweep(config)
+    settings = RenderSettings.resolve(config, model)
+    check_image_size(config, settings.size)
+    jobs = plan_jobs(config, model, prompts)  # a plan too large to render is refused before the folder is touched
     run_dir = RunDir(config.run_dir())
     run_dir.check_reusable()
     with run_dir.lock():  # before anything in the folder is touched: a second run must not clean our temp files
         run_dir.prepare()
         resolved = run_dir.save_config(config)
-        jobs = plan_jobs(config, model, prompts)
         run_dir.write_jobs([job.key for job in jobs])
         executor = make_executor(config)
-        settings = RenderSettings.resolve(config, model)
         renderer = renderer_for(executor, model, settings, model_options(config, device=config.device))
         stats = render_jobs(run_dir, jobs, renderer, config.batch_size, executor, progress=progress)
     return Run(dir=run_dir.path, config=resolved, jobs=jobs, stats=stats)
-
-
-def check_metrics(config: SweepConfig) -> None:
-    """Unknown metrics, bad backbones and unusable FID targets fail before anything renders (and before
-    config.toml records them, where they would break every later `evalkit score DIR`)."""
-    for name in [*config.metrics, *config.backbones, *config.tolerances]:
-        if not name.startswith("python:"):  # plugins were loaded (and named) with the config
-            METRICS.get(name)
-    for name, backbone in config.backbones.items():
-        METRICS.get(name).weights(MetricOptions(backbone=backbone))  # parses and resolves the backbone name
-    if config.fid_reference != OWN_REFERENCES and {"fid", "kid"} & set(config.metrics or METRICS.names()):
-        check_fid_reference(Path(config.fid_reference))
 
 
 def score(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = None, *, rendered: Run | None = None,

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from .config import check_plotly_js, open_run, parse_list, parse_tolerances, resolve_config
+from .config import check_plotly_js, open_run, parse_list, parse_tolerances, resolve_config, user_path
 from .errors import EvalkitError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=False,
@@ -57,7 +57,7 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
         progress: bool = typer.Option(True, help="Show a progress bar."), plotly_js: str = _PLOTLY_JS):
     """Render the sweep (resuming any earlier run in the same folder), score it, print the run folder."""
     check_plotly_js(plotly_js)
-    resolved = resolve_config(config, **_sweep_overrides(  # config errors come before the stages are imported
+    resolved = resolve_config(_path(config), **_sweep_overrides(  # config errors come before the stages are imported
         model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
         reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference),
         **_execution(backend, ray_address, workers, gpus_per_worker))
@@ -89,10 +89,20 @@ def score(config: Optional[str] = _CONFIG, backend: Optional[str] = _BACKEND,
     _report(score_stage(source, progress=progress))
 
 
+def _path(text: str | None) -> Path | None:
+    """A path argument or flag as the user typed it, resolved as evalkit resolves every path (config.user_path)."""
+    return None if text is None else user_path(text)
+
+
+def _source(config: str | None):
+    """A CONFIG argument that may also be a run folder: the folder's config.toml, else the file (or None)."""
+    path = _path(config)
+    return open_run(path) if path is not None and path.is_dir() else path
+
+
 def _stage_config(config, backend, ray_address, workers, gpus_per_worker):
     """A stage command's config (a file or a run folder's), validated before any stage is imported."""
-    source = open_run(config) if config and Path(config).is_dir() else config
-    resolved = resolve_config(source, **_execution(backend, ray_address, workers, gpus_per_worker))
+    resolved = resolve_config(_source(config), **_execution(backend, ray_address, workers, gpus_per_worker))
     _INTERRUPTED_RUN.append(resolved.run_dir())
     return resolved
 
@@ -102,7 +112,7 @@ def report(run_dir: str = typer.Argument(..., help="A scored run folder."), plot
     """Stage 3 only: write DIR/report.html (self-contained, opens offline)."""
     from .api import report as report_stage
 
-    typer.echo(f"report: {report_stage(run_dir, plotly_js)}")
+    typer.echo(f"report: {report_stage(_path(run_dir), plotly_js)}")
 
 
 @app.command()
@@ -116,7 +126,8 @@ def compare(runs: list[str] = typer.Argument(..., help="Scored run folders of on
     """One HTML report comparing runs of the same prompts and seeds (e.g. two models, or two releases)."""
     from .report.compare import write_comparison
 
-    typer.echo(f"comparison: {write_comparison(runs, Path(out), rules=rules, strip_steps=steps, plotly_js=plotly_js)}")
+    written = write_comparison(runs, _path(out), rules=_path(rules), strip_steps=steps, plotly_js=plotly_js)
+    typer.echo(f"comparison: {written}")
 
 
 @app.command()
@@ -142,7 +153,7 @@ def min_steps(config: Optional[str] = _CONFIG,
     """Minimum useful step count per scheduler, as JSON on stdout (also written to summary.json)."""
     import json
 
-    source = resolve_config(open_run(config) if config and Path(config).is_dir() else config)
+    source = resolve_config(_source(config))
     tolerances = parse_tolerances(",".join(tolerance)) if tolerance else None
     if search == "adaptive":
         from .minsteps.search import adaptive_min_steps
@@ -172,8 +183,8 @@ def gate(baseline: Optional[str] = typer.Option(None, help="The run folder to co
     """Release gate: exit 0 if every rule passes, 1 if any fails, 2 on bad input."""
     from .gate import gate_main
 
-    raise typer.Exit(gate_main(baseline, candidate, rules=rules, junit=junit, markdown=markdown,
-                               thresholds_only=thresholds_only))
+    raise typer.Exit(gate_main(_path(baseline), _path(candidate), rules=_path(rules), junit=_path(junit),
+                               markdown=_path(markdown), thresholds_only=thresholds_only))
 
 
 @app.command()
@@ -190,7 +201,7 @@ def recommend(run_dir: str = typer.Argument(..., help="A scored run folder."),
     from .report.recommend import recommend as pick, recommendation_text
     from .store.read import ScoredRun
 
-    result = pick(ScoredRun.read(run_dir), metric, max_seconds=max_seconds, max_nfe=max_nfe, cost=cost)
+    result = pick(ScoredRun.read(_path(run_dir)), metric, max_seconds=max_seconds, max_nfe=max_nfe, cost=cost)
     typer.echo(json.dumps(result, indent=2) if as_json else recommendation_text(result))
 
 
@@ -198,7 +209,7 @@ def recommend(run_dir: str = typer.Argument(..., help="A scored run folder."),
 def selftest(config: Optional[str] = _CONFIG, seeds: Optional[str] = _SEEDS, out: Optional[str] = _OUT,
              progress: bool = typer.Option(False, help="Show a progress bar.")):
     """Check the min-steps logic against the exact model's ground truth; exit 0 if every scheduler matches."""
-    resolved = resolve_config(config, seeds=seeds, out=out or "reports/selftest")
+    resolved = resolve_config(_path(config), seeds=seeds, out=out or "reports/selftest")
     from .selftest import format_rows, selftest as run_selftest
 
     rows, ok = run_selftest(resolved)
@@ -287,11 +298,19 @@ def _interrupted() -> str:
             "rerun the same command to resume: only missing images render")
 
 
+def _usage_line(exc: Exception) -> str:
+    """A click usage error as one line: what is wrong, then where the command's usage is explained."""
+    message = " ".join(str(exc.format_message()).split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    command = ctx.command_path if ctx is not None else "evalkit"
+    return f"{message}: see `{command} --help`"
+
+
 def main() -> None:
     """Console entry point: EvalkitError -> one line on stderr, exit 2, no traceback."""
     _INTERRUPTED_RUN.clear()
     try:
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="evalkit")
     except EvalkitError as exc:
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
@@ -299,10 +318,10 @@ def main() -> None:
         typer.echo(_interrupted(), err=True)
         sys.exit(130)
     except Exception as exc:
-        # usage errors from typer's (vendored) click: they know how to show themselves and their exit code
-        if hasattr(exc, "show") and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
-            sys.exit(exc.exit_code)
+        # usage errors from typer's (vendored) click: one line like every other bad input, exit 2
+        if hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int):
+            typer.echo(f"error: {_usage_line(exc)}", err=True)
+            sys.exit(2 if exc.exit_code else 0)
         if type(exc).__name__ == "Abort":  # Ctrl-C as plain click reports it
             typer.echo(_interrupted(), err=True)
             sys.exit(130)

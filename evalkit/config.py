@@ -24,6 +24,10 @@ TOML_HEADER = "# resolved by evalkit: the exact sweep that produced this run fol
 DEVICES = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 DTYPES = ("float32", "float16", "bfloat16")
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
+# A seed count beyond this is a typo, not a sweep: a million images per prompt and scheduler column is already
+# far more than any distribution metric needs (FID's authors ask for 10k+ images in all).
+MAX_SEED_COUNT = 1_000_000
+PATH_KEYS = ("prompts", "out", "fid_reference")  # config values that name files or folders
 # Largest image side: 4096 px already means 48 MiB of float32 pixels per image at each denoising step (plus the
 # model's activations); no text-to-image model renders much beyond that natively, and a typo like 100000 px
 # would need 120 GB for one image before anything fails.
@@ -75,7 +79,7 @@ class SweepConfig:
 
     def prompts_path(self) -> Path:
         """The prompt file; the shipped default is found from any working directory."""
-        path = Path(self.prompts).expanduser()
+        path = Path(self.prompts)
         if self.prompts == DEFAULT_PROMPTS and not path.exists():
             return PROJECT_ROOT / DEFAULT_PROMPTS
         return path
@@ -84,11 +88,18 @@ class SweepConfig:
 KEYS = [f.name for f in dataclasses.fields(SweepConfig)]
 
 
+def user_path(text: str | os.PathLike) -> Path:
+    """A path as a user wrote it, resolved the one way evalkit resolves paths: `~` expanded (a quoted `"~/x"`, a
+    `--flag=~/x` or a TOML value reaches evalkit unexpanded). Relative paths stay relative to the working
+    directory (a config file's own relative paths are made relative to the file when it is read)."""
+    return Path(text).expanduser()
+
+
 def load_config(path: str | os.PathLike | None = None, **overrides: Any) -> SweepConfig:
     """Defaults < TOML file < overrides (flags). Relative paths in the file are relative to it."""
     values: dict[str, Any] = {}
     if path is not None:
-        values = _read_toml(Path(path))
+        values = _read_toml(user_path(path))
     values.update({k: v for k, v in overrides.items() if v is not None})
     return make_config(values)
 
@@ -132,6 +143,9 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
                  "revision", "variant", "fid_reference", "backend", "ray_address"):
         if v.get(name) is not None and not isinstance(v[name], str):
             raise EvalkitError(f"{name} must be a string, got {v[name]!r}: quote it in the TOML file")
+    for name in PATH_KEYS:
+        if v.get(name) is not None and not (name == "fid_reference" and v[name] == OWN_REFERENCES):
+            v[name] = str(user_path(v[name]))
     if isinstance(v.get("device"), str) and not DEVICES.fullmatch(v["device"]):
         raise EvalkitError(f"unknown device {v['device']!r}: use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps")
     if isinstance(v.get("dtype"), str) and v["dtype"] not in DTYPES:
@@ -164,7 +178,7 @@ def resolve_config(config: SweepConfig | dict[str, Any] | str | os.PathLike | No
 
 def open_run(path: str | os.PathLike) -> SweepConfig:
     """The config of an existing run folder (for stage commands given a folder)."""
-    folder = Path(path)
+    folder = user_path(path)
     if not (folder / "config.toml").is_file():
         raise EvalkitError(f"{folder} is not a run folder (no config.toml): pass a run folder or a config file")
     return load_config(folder / "config.toml", out=str(folder))
@@ -196,8 +210,9 @@ def parse_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def read_toml(path: Path, what: str, without: str) -> dict[str, Any]:
+def read_toml(path: str | os.PathLike, what: str, without: str) -> dict[str, Any]:
     """A TOML file's table, or a one-line error saying the file is missing or where its syntax breaks."""
+    path = user_path(path)
     if not path.is_file():
         raise EvalkitError(f"{what} {path} not found: pass an existing .toml file or {without}")
     try:
@@ -211,10 +226,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
     unknown = [k for k in values if k not in KEYS]
     if unknown:
         make_config(values, source=str(path))  # raises the unknown-key error naming the file
-    for key in ("prompts", "out", "fid_reference"):
+    for key in PATH_KEYS:
         if key == "fid_reference" and values.get(key) == OWN_REFERENCES:
             continue
-        if isinstance(values.get(key), str) and not Path(values[key]).expanduser().is_absolute():
+        if isinstance(values.get(key), str) and not user_path(values[key]).is_absolute():
             if not (key == "prompts" and values[key] == DEFAULT_PROMPTS):
                 values[key] = str(path.parent / values[key])
     return values
@@ -250,8 +265,9 @@ def _seeds(value: Any) -> tuple[int, ...]:
         value = value.strip()
     if isinstance(value, (int, str)) and not isinstance(value, bool) and str(value).lstrip("-").isdigit():
         count = int(value)
-        if count > MAX_SEED:
-            raise EvalkitError(f"seeds = {count} is too many: a count N means seeds 0..N-1; list the seeds instead")
+        if count > MAX_SEED_COUNT:
+            raise EvalkitError(f"seeds = {count} is too many: a count N means seeds 0..N-1 (at most "
+                               f"{MAX_SEED_COUNT:,}); use fewer, or list the seeds instead")
         if count < 1:
             raise EvalkitError(f"seeds must be at least 1, got {count}: use --seeds 4 or seeds = [0, 1, 2, 3]")
         return tuple(range(count))

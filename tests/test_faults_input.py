@@ -287,4 +287,107 @@ def test_gate_output_files_are_bad_input_not_a_failed_gate(flag, tmp_path, evalk
              f"{tmp_path / ('gate.xml' if flag == '--junit' else 'gate.md')}")
     blocker = tmp_path / "file"
     blocker.write_text("")
-    one_line(evalkit_cli([*base, flag, str(blocker / "x.out")]), "does not exist")
+    one_line(evalkit_cli([*base, flag, str(blocker / "x.out")]), f"folder {blocker} is a file, not a folder")
+
+
+# --------------------------------------------------------------------------------------------- paths are resolved once
+
+def test_a_tilde_in_any_path_is_the_home_folder(sweep, tmp_path, monkeypatch, evalkit_cli):
+    """`--out=~/x` (no shell expansion), `out`/`prompts`/`fid_reference` in a config: `~` is the home folder,
+    never a folder literally named `~` in the working directory."""
+    args, _ = sweep
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "home").mkdir()
+    at = args.index("--out")
+    code, out, err = evalkit_cli(["run", *args[:at], *args[at + 2:], "--out=~/runs/a"])
+    assert code == 0, err
+    assert (tmp_path / "home" / "runs" / "a" / "summary.json").is_file() and not (tmp_path / "~").exists()
+    (tmp_path / "home" / "p.txt").write_text("a cat\n")
+    (tmp_path / "sweep.toml").write_text('prompts = "~/p.txt"\nout = "~/runs/b"\nfid_reference = "~/refs"\n'
+                                         'metrics = ["ssim", "fid"]\n')
+    one_line(evalkit_cli(["run", str(tmp_path / "sweep.toml")]), f"fid_reference {tmp_path / 'home' / 'refs'} is not")
+    (tmp_path / "sweep.toml").write_text('prompts = "~/p.txt"\nout = "~/runs/b"\nsteps = [1]\nseeds = 1\n'
+                                         'reference_steps = 3\nschedulers = ["euler"]\nmetrics = ["ssim"]\n')
+    code, _, err = evalkit_cli(["run", "~/../sweep.toml"])  # the config argument too
+    assert code == 0, err
+    assert (tmp_path / "home" / "runs" / "b" / "summary.json").is_file() and not (tmp_path / "~").exists()
+    code, out, err = evalkit_cli(["recommend", "~/runs/b", "--max-nfe", "10"])  # and a run folder argument
+    assert code == 0 and "recommend: euler at 1 steps" in out, err
+
+
+# --------------------------------------------------------------------------------------------- checked up front
+
+@pytest.mark.parametrize("metrics", ["cmmd", "kid", "fid", "ssim,cmmd"])
+def test_every_set_metric_checks_its_target_before_rendering(metrics, tmp_path, sweep, evalkit_cli):
+    args, out = sweep
+    args = [(metrics if a == "ssim" else a) for a in args]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    one_line(evalkit_cli(["run", *args, "--fid-reference", str(tmp_path / "missing")]), "is not a folder or an .npz")
+    one_line(evalkit_cli(["run", *args, "--fid-reference", str(empty)]), "holds 0 image(s)")
+    nothing_rendered(out)
+
+
+@pytest.mark.parametrize("metrics, refused", [("kid", "kid compares image sets"), ("cmmd", "cmmd compares"),
+                                              ("fid,kid,cmmd", "kid and cmmd compare image sets")])
+def test_named_metrics_that_need_images_refuse_statistics(metrics, refused, tmp_path, sweep, evalkit_cli):
+    args, out = sweep
+    args = [(metrics if a == "ssim" else a) for a in args]
+    stats = _npz(tmp_path / "stats.npz", np.zeros(2048), np.eye(2048))
+    one_line(evalkit_cli(["run", *args, "--fid-reference", stats]), refused, "holds statistics",
+             "point fid_reference at a folder of real images")
+    nothing_rendered(out)
+
+
+@pytest.mark.parametrize("size", ["1", "5"])
+def test_a_size_a_metric_cannot_take_is_refused_before_rendering(size, sweep, evalkit_cli):
+    args, out = sweep
+    one_line(evalkit_cli(["run", *args, "--size", size]), f"size {size} px is too small for ssim",
+             "at least 6 px", "--size 6")
+    nothing_rendered(out)
+
+
+def test_lpips_minimum_size_follows_its_backbone(tmp_path, sweep, monkeypatch, evalkit_cli):
+    import fake_weights
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    fake_weights.write_alexnet(tmp_path / "torch")
+    fake_weights.write_vgg16(tmp_path / "torch")
+    args, out = sweep
+    args = [("ssim,lpips" if a == "ssim" else a) for a in args]
+    one_line(evalkit_cli(["run", *args, "--size", "24"]), "too small for lpips", "at least 31 px")
+    one_line(evalkit_cli(["run", *args, "--size", "12", "--backbones", "lpips=vgg"]), "at least 16 px")
+    nothing_rendered(out)
+
+
+def test_counts_too_large_to_plan_are_refused(sweep, evalkit_cli):
+    args, out = sweep  # flags given twice: the last one wins
+    one_line(evalkit_cli(["run", *args, "--seeds", "4000000000"]), "seeds = 4000000000 is too many",
+             "at most 1,000,000")
+    # 2 prompts x 999,999 seeds x (2 schedulers x 6 counts + 1 reference scheduler)
+    one_line(evalkit_cli(["run", *args, "--seeds", "999999", "--schedulers", "euler,ddim", "--steps", "1,2,3,4,5,6",
+                          "--reference-steps", "10"]),
+             "plans 25,999,974 images", "more than 10,000,000", "use fewer seeds")
+    nothing_rendered(out)
+
+
+def test_compare_out_in_an_unusable_place_is_bad_input(tmp_path, evalkit_cli):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    runs = [str(tmp_path / "a"), str(tmp_path / "b")]  # checked before the runs are read
+    one_line(evalkit_cli(["compare", *runs, "--out", str(blocker / "c.html")]), f"folder {blocker} is a file")
+    one_line(evalkit_cli(["compare", *runs, "--out", str(tmp_path)]), "should be an .html file")
+    folder = tmp_path / "x.html"
+    folder.mkdir()
+    one_line(evalkit_cli(["compare", *runs, "--out", str(folder)]), f"--out {folder} is a folder")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["run", "--no-such-flag"], ["No such option: --no-such-flag", "see `evalkit run --help`"]),
+    (["gate"], ["Missing option '--candidate'", "see `evalkit gate --help`"]),
+    (["run", "--batch-size", "x"], ["Invalid value for '--batch-size'", "see `evalkit run --help`"]),
+    (["no-such-command"], ["No such command 'no-such-command'", "see `evalkit --help`"]),
+])
+def test_usage_errors_are_one_line(args, fragments, evalkit_cli):
+    one_line(evalkit_cli(args), *fragments)

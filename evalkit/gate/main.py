@@ -1,11 +1,10 @@
 """`evalkit gate`: read the runs, parse the rules, judge, print, write the requested files, return the exit code."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 from ..errors import EvalkitError
-from ..store.files import atomic_write
+from ..store.files import atomic_write, check_output_file
 from ..store.read import ScoredRun
 from .comparable import check_comparable
 from .judge import judge, judge_bands
@@ -21,9 +20,9 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
         raise EvalkitError("--thresholds-only judges one run against absolute bands: drop --baseline")
     if not thresholds_only and baseline is None:
         raise EvalkitError("gate needs --baseline DIR and --candidate DIR (or --thresholds-only with --rules)")
-    for flag, path in (("--junit", junit), ("--markdown", markdown)):
+    for flag, path, example in (("--junit", junit, "gate.xml"), ("--markdown", markdown, "gate.md")):
         if path is not None:
-            _check_writable(flag, Path(path))
+            check_output_file(flag, Path(path), example)
     # the runs before the rules: their configs register the python: metric plugins whose names the rules may use
     base = ScoredRun.read(baseline) if baseline is not None else None
     cand = ScoredRun.read(candidate)
@@ -48,17 +47,3 @@ def gate_main(baseline: str | Path | None, candidate: str | Path, rules: str | P
                 raise EvalkitError(f"{flag} {path} could not be written ({exc.strerror}): pass a writable file path "
                                    "(the verdict above stands)") from None
     return 0 if all(o.passed for o in outcomes) else 1
-
-
-def _check_writable(flag: str, path: Path) -> None:
-    """Output-file problems are bad input (exit 2), found before judging, never a failed gate (exit 1)."""
-    if path.is_dir():
-        example = path / ("gate.xml" if flag == "--junit" else "gate.md")
-        raise EvalkitError(f"{flag} {path} is a folder: pass a file path, e.g. {example}")
-    if not path.parent.is_dir():
-        raise EvalkitError(f"{flag} {path}: folder {path.parent} does not exist: create it or pass another path")
-    try:
-        tempfile.TemporaryFile(dir=path.parent).close()
-    except OSError as exc:
-        raise EvalkitError(f"{flag} {path}: folder {path.parent} is not writable ({exc.strerror}): "
-                           "pass a path in a writable folder") from None

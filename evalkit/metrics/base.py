@@ -94,6 +94,9 @@ class MetricSpec:
     min_n: int = 0  # below this many images a set value is biased: flagged "small-n" with a warning
     perfect: float | None = None  # convergence metrics: the value of an image against itself (the plateau)
     tolerance: float | None = None  # a default min-steps tolerance the metric declares (plugins)
+    # the smallest image side the scorer can take (a convolution's receptive field, a padded window); images are
+    # checked against it before anything renders
+    min_size: Callable[[MetricOptions], int] = field(default=lambda options: 1, repr=False)
     plugin: str = ""  # python:MODULE:FACTORY the spec was loaded from: how a worker process rebuilds it
 
     def missing_weights(self, options: MetricOptions) -> list[WeightFile]:

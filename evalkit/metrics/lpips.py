@@ -41,6 +41,11 @@ _TRUNKS: dict[str, tuple[str, str, str]] = {
 }
 
 
+# The smallest image side each trunk's conv/pool stack takes at all (measured with lpips 0.1.4: AlexNet's
+# 11x11 stride-4 stem and three 3x3 stride-2 pools need 31 px, VGG16's four 2x2 pools 16 px).
+MIN_SIZE = {"alex": 31, "vgg": 16}
+
+
 def _backbone(options: MetricOptions) -> str:
     name = options.backbone or DEFAULT_BACKBONE
     name = {"alexnet": "alex", "vgg16": "vgg"}.get(name, name)
@@ -112,5 +117,6 @@ LPIPS_SPEC = register(
         preprocessing=PREPROCESSING,
         build=LPIPSScorer,
         weights=lpips_weights,
+        min_size=lambda options: MIN_SIZE[_backbone(options)],
     )
 )

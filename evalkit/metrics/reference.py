@@ -9,6 +9,8 @@ from .base import CONVERGENCE, IMAGE_REFERENCE, MetricSpec, register
 # Identical images have infinite PSNR; a cap keeps means and intervals finite. 100 dB is an MSE of
 # 1e-10 in [0, 1] units, far below one uint8 step (PSNR of a single 1/255 error everywhere: 48 dB).
 PSNR_CAP_DB = 100.0
+# SSIM's 11-px gaussian window is padded by 5 px on each side (reflect padding), which needs a side of at least 6.
+SSIM_MIN_SIZE = 6
 
 
 def _unit_float(images: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -34,6 +36,7 @@ class PSNR:
 
 register(MetricSpec(
     name="ssim", inputs=IMAGE_REFERENCE, kind=CONVERGENCE, higher_is_better=True, perfect=1.0,
+    min_size=lambda options: SSIM_MIN_SIZE,
     backbone="none (torchmetrics SSIM: gaussian window 11, sigma 1.5, k1 0.01, k2 0.03)",
     preprocessing="uint8 -> float [0, 1], data_range 1, no resize",
     build=lambda options: SSIM(),

@@ -14,16 +14,16 @@ import dataclasses
 from typing import Any
 
 from ..config import SweepConfig, resolve_config
-from ..metrics import METRICS, metric_spec
+from ..metrics import metric_spec
 from ..metrics.base import CONVERGENCE
-from ..metrics.plugins import PluginWeightsMissing
 from ..models import Model
 from ..store.folder import RunDir
 from ..store.tables import join_values
 from ..stages.aggregate import aggregate_scores
+from ..stages.checks import scorable
 from ..stages.executors import make_executor
 from ..stages.render import render_jobs, renderer_for
-from ..stages.score import metric_options, score_images
+from ..stages.score import score_images
 from ..sweep.plan import RenderSettings, model_options, plan_jobs, prepare_sweep
 from ..sweep.prompts import load_prompts
 from ..sweep.schedulers import get_scheduler, timestep_count
@@ -43,27 +43,13 @@ def coarse_counts(steps: list[int]) -> list[int]:
     return chosen
 
 
-def scorable(config: SweepConfig) -> list[str]:
-    """The metrics a run of `config` scores: the selected ones (or every registered one) whose weights are present,
-    by their declared names."""
-    names = []
-    for name in config.metrics or METRICS.names():
-        try:
-            spec = metric_spec(name)
-        except PluginWeightsMissing:
-            continue
-        if not spec.missing_weights(metric_options(config, spec.name)):
-            names.append(spec.name)
-    return names
-
-
 class _Evaluator:
     """Renders and scores one scheduler at chosen counts (plus references), then asks for the run's answer."""
 
     def __init__(self, config: SweepConfig, model: Model, run: RunDir):
         self.config, self.model, self.run = config, model, run
         self.prompts = load_prompts(config.prompts_path())
-        names = scorable(config)
+        names = [spec.name for spec in scorable(config)]
         self.gates = gating_tolerances(config.tolerances or None, names)
         self.judges = [m for m in JUDGES if m in names]  # the distribution rule judges on the first one scored
         self.executor = make_executor(config)

@@ -15,14 +15,14 @@ from urllib.parse import quote
 import numpy as np
 import pandas as pd
 
-from ..config import parse_list
+from ..config import parse_list, user_path
 from ..errors import EvalkitError
 from ..gate.comparable import check_comparable
 from ..gate.judge import judge
 from ..gate.outcome import Outcome
 from ..gate.outputs import DELTA_NOTE, HEADER, SUMMARY_HEADER, rows, scheduler_summary, verdict
 from ..gate.rules import Rule, load_rules
-from ..store.files import atomic_write
+from ..store.files import atomic_write, check_output_file, make_dirs
 from ..store.read import ScoredRun
 from . import charts, grid
 from .html import chart, esc, fill_page, fmt, nav, plotly_script, section
@@ -48,12 +48,12 @@ def read_run(path: Path, label: str | None) -> ComparedRun:
 
 def parse_spec(spec: str) -> tuple[Path, str | None]:
     """RUN or RUN=label (a folder whose own name holds '=' is taken whole)."""
-    if Path(spec).is_dir() or "=" not in spec:
-        return Path(spec), None
+    if user_path(spec).is_dir() or "=" not in spec:
+        return user_path(spec), None
     path, _, label = spec.partition("=")
     if not label.strip():
         raise EvalkitError(f"empty label in {spec!r}: write RUN=label, or RUN alone for the model spec")
-    return Path(path), label.strip()
+    return user_path(path), label.strip()
 
 
 def read_runs(specs: list[str]) -> list[ComparedRun]:
@@ -86,13 +86,14 @@ def write_comparison(specs: list[str], out: Path, rules: str | Path | None = Non
     out = Path(out)
     if out.suffix.lower() not in (".html", ".htm"):
         raise EvalkitError(f"--out {out} should be an .html file: e.g. --out compare.html")
+    check_output_file("--out", out, "compare.html", make_parents=True)
     if rules is not None and len(specs) < 2:
         raise EvalkitError("--rules judges a candidate against a baseline: pass at least two runs")
     parsed = load_rules(rules) if rules is not None else None  # a bad rules file fails before any run is read
     runs = read_runs(specs)
     verdicts = gate_outcomes(parsed, runs) if parsed is not None else None
     steps = chosen_steps(runs, strip_steps)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(out.parent)
     atomic_write(out, render_comparison(runs, out, verdicts, steps, plotly_script(plotly_js, out)).encode("utf-8"))
     return out
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import OWN_REFERENCES
+from ..config import OWN_REFERENCES, SweepConfig
 from ..errors import EvalkitError
-from ..metrics.base import MetricSpec, SetTarget
+from ..metrics.base import SET, MetricSpec, SetTarget
 from ..metrics.fid import FeatureMoments, load_npz_stats, stats_sqrt
 from ..store.files import digest
 
@@ -25,6 +25,23 @@ FIX = "point fid_reference at a folder of at least 2 readable images, an .npz wi
 
 def is_stats(target: str) -> bool:
     return target != OWN_REFERENCES and Path(target).suffix == ".npz"
+
+
+def check_targets(config: SweepConfig, specs: list[MetricSpec]) -> None:
+    """Before anything renders: the fid_reference every set metric of the sweep (`specs`) will be compared with
+    can be used by it. A folder must hold at least 2 readable images; an .npz must hold FID statistics, and a
+    set metric the config names explicitly that needs images (KID, CMMD) can't take one (with every metric
+    selected by default, such metrics are skipped with that reason instead, as documented)."""
+    sets = [spec for spec in specs if spec.inputs == SET]
+    if config.fid_reference == OWN_REFERENCES or not sets:
+        return
+    check_fid_reference(Path(config.fid_reference))
+    needs_images = [spec.name for spec in sets if spec.compare_stats is None]
+    if is_stats(config.fid_reference) and config.metrics and needs_images:
+        verb = "compares" if len(needs_images) == 1 else "compare"
+        raise EvalkitError(f"{' and '.join(needs_images)} {verb} image sets, but fid_reference "
+                           f"{config.fid_reference} holds statistics: point fid_reference at a folder of real "
+                           f"images (or 'references'), or drop {' and '.join(needs_images)} from metrics")
 
 
 def check_fid_reference(target: Path) -> None:

@@ -126,3 +126,23 @@ def sha256_of(path: Path) -> str | None:
 def digest(text: str) -> str:
     """A short content hash for cache file and folder names."""
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def check_output_file(flag: str, path: Path, example: str, make_parents: bool = False) -> None:
+    """An output file the user named (`--junit`, `--markdown`, `compare --out`), checked before any work: bad
+    paths are input errors (exit 2), never a failed gate or a traceback. With `make_parents`, missing folders
+    are fine (they are made when the file is written) as long as the nearest existing one is writable."""
+    if path.is_dir():
+        raise EvalkitError(f"{flag} {path} is a folder: pass a file path, e.g. {path / example}")
+    folder = path.parent
+    while make_parents and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        what = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise EvalkitError(f"{flag} {path}: folder {folder} {what}: create it or pass another path")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise EvalkitError(f"{flag} {path}: folder {folder} is not writable ({exc.strerror}): "
+                           "pass a path in a writable folder") from None
+

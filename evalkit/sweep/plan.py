@@ -12,11 +12,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import SweepConfig
+from ..errors import EvalkitError
 from ..models import LoadOptions, Model, load_model, resolve_device, scheduler_config_of
 from .prompts import Prompt
 from .schedulers import build_scheduler, check_compatible, family_defaults, get_scheduler
 
 SWEEP, REFERENCE = "sweep", "reference"  # a job's (and its image's) role: swept, or a prompt+seed's reference
+# A plan beyond this many images is a typo (a seed count or a step list), not a sweep: planning it alone would
+# take gigabytes before the first image renders.
+MAX_PLANNED_IMAGES = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,12 @@ def plan_jobs(config: SweepConfig, model: Model, prompts: list[Prompt]) -> list[
     _require_resolved(config)
     settings = RenderSettings.resolve(config, model)
     schedulers = [get_scheduler(name).name for name in dict.fromkeys(config.schedulers)]
+    refs = dict.fromkeys(reference_scheduler(config, s) for s in schedulers)
+    planned = len(prompts) * len(config.seeds) * (len(schedulers) * len(config.steps) + len(refs))
+    if planned > MAX_PLANNED_IMAGES:
+        raise EvalkitError(f"this sweep plans {planned:,} images ({len(prompts)} prompts x {len(config.seeds)} seeds x "
+                           f"({len(schedulers)} schedulers x {len(config.steps)} step counts + references)), more than "
+                           f"{MAX_PLANNED_IMAGES:,}: use fewer seeds, prompts, schedulers or step counts")
     resolved = {name: _scheduler_config(name, model) for name in
                 set(schedulers) | {reference_scheduler(config, s) for s in schedulers}}
 
@@ -100,7 +110,6 @@ def plan_jobs(config: SweepConfig, model: Model, prompts: list[Prompt]) -> list[
 
     jobs = [job(p, seed, s, n, SWEEP) for s in schedulers for n in config.steps
             for p in prompts for seed in config.seeds]
-    refs = dict.fromkeys(reference_scheduler(config, s) for s in schedulers)
     jobs += [job(p, seed, r, config.reference_steps, REFERENCE) for r in refs for p in prompts for seed in config.seeds]
     return jobs
 
