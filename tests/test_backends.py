@@ -76,7 +76,7 @@ def test_python_plugin_renders(tmp_path, prompts):
     ("python:no_such_module_xyz:f", "can't import module 'no_such_module_xyz'"),
     ("python:plugins.tiny_plugin:nope", "module 'plugins.tiny_plugin' has no callable 'nope'"),
     ("python:plugins.tiny_plugin:not_a_pipeline", "returned object, not a diffusers-style pipeline"),
-    ("python:plugins.tiny_plugin:broken", "failed while building the pipeline: RuntimeError: boom"),
+    ("python:plugins.tiny_plugin:broken", "raised RuntimeError while building the pipeline (boom, at tiny_plugin.py:"),
     ("./no/such/folder", "model folder ./no/such/folder not found"),
     ("diffusers:nobody/no-such-model", "model 'nobody/no-such-model' is not in the Hugging Face cache"),
     ("builtin:nope", "unknown built-in model 'nope'"),

@@ -1,15 +1,17 @@
-"""python:MODULE:FACTORY - in-house models: FACTORY() returns a diffusers-style pipeline."""
+"""python:MODULE:FACTORY - in-house models: FACTORY() returns a diffusers-style pipeline.
+
+The plugin's code (its import, FACTORY, the pipeline's calls) runs under the plugin guard
+(`evalkit.plugins.plugin_code`, shared with metric plugins); what its pipeline returns is checked with
+every backend's output (`base.check_images`).
+"""
 from __future__ import annotations
 
 import hashlib
-import importlib
 import inspect
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from ..errors import EvalkitError
+from ..plugins import fix_factory, plugin_code, plugin_factory
 from .base import LoadOptions, Model, find_denoiser, scheduler_config_of
 
 USAGE = "python:MODULE:FACTORY, e.g. python:mypkg.models:make_pipeline"
@@ -19,33 +21,21 @@ def load_python(target: str, options: LoadOptions) -> Model:
     module_name, sep, factory_name = target.partition(":")
     if not sep or not module_name or not factory_name.isidentifier() or ":" in factory_name:
         raise EvalkitError(f"malformed model spec 'python:{target}': use {USAGE}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise EvalkitError(
-            f"can't import module {module_name!r} for python:{target} ({exc}): install it or add its folder to PYTHONPATH"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - a plugin that breaks at import is the user's input problem
-        raise EvalkitError(f"module {module_name!r} for python:{target} raised {type(exc).__name__} at import "
-                           f"({_first_line(exc)}): fix the module (try `python -c 'import {module_name}'`)") from None
-    factory = getattr(module, factory_name, None)
-    if not callable(factory):
-        raise EvalkitError(f"module {module_name!r} has no callable {factory_name!r}: check the FACTORY part of {USAGE}")
-    try:
+    spec = f"python:{target}"
+    module, factory = plugin_factory(spec, "model", USAGE)
+    with plugin_code(spec, f"model {spec}", "while building the pipeline", fix_factory(spec)):
         pipe = factory()
-    except Exception as exc:  # noqa: BLE001 - a plugin's failure is the user's input problem
-        raise EvalkitError(f"python:{target} failed while building the pipeline: {type(exc).__name__}: {exc}") from None
-    scheduler = getattr(pipe, "scheduler", None)
-    if not callable(pipe) or scheduler is None or not hasattr(type(scheduler), "from_config"):
-        raise EvalkitError(
-            f"python:{target} returned {type(pipe).__name__}, not a diffusers-style pipeline: "
-            "it must be callable and have a .scheduler whose class supports from_config"
-        )
-    find_denoiser(pipe)  # fail now, not mid-run, if NFE can't be counted
-    if hasattr(pipe, "to"):
-        pipe = pipe.to(options.device)
-    if hasattr(pipe, "set_progress_bar_config"):
-        pipe.set_progress_bar_config(disable=True)
+        scheduler = getattr(pipe, "scheduler", None)
+        if not callable(pipe) or scheduler is None or not hasattr(type(scheduler), "from_config"):
+            raise EvalkitError(
+                f"{spec} returned {type(pipe).__name__}, not a diffusers-style pipeline: "
+                "it must be callable and have a .scheduler whose class supports from_config"
+            )
+        find_denoiser(pipe)  # fail now, not mid-run, if NFE can't be counted
+        if hasattr(pipe, "to"):
+            pipe = pipe.to(options.device)
+        if hasattr(pipe, "set_progress_bar_config"):
+            pipe.set_progress_bar_config(disable=True)
     try:
         source = inspect.getsource(module).encode()
     except (OSError, TypeError):
@@ -59,7 +49,7 @@ def load_python(target: str, options: LoadOptions) -> Model:
         "dtype": options.dtype,
     }
     return Model(
-        spec=f"python:{target}",
+        spec=spec,
         identity=identity,
         scheduler_config=scheduler_config_of(scheduler),
         load_pipeline=lambda: CheckedPipeline(pipe, target),
@@ -69,8 +59,9 @@ def load_python(target: str, options: LoadOptions) -> Model:
 
 class CheckedPipeline:
     """The plugin's pipeline (attributes read and set through, so samplers swap and NFE hooks work), whose
-    output is checked: `.images` must be PIL images, or float (H, W, 3) arrays in [0, 1] (diffusers' "np"
-    output, which can carry the NaNs that render flags); anything else is named, not saved."""
+    calls run under the plugin guard: a model that raises (or calls sys.exit) mid-sweep is one line naming it
+    and the exception, and the batches rendered before it are kept. What it returns is checked, as every
+    backend's output is, by the renderer (`base.check_images`)."""
 
     def __init__(self, pipe: Any, target: str):
         object.__setattr__(self, "_pipe", pipe)
@@ -83,23 +74,8 @@ class CheckedPipeline:
         setattr(self._pipe, name, value)
 
     def __call__(self, **kwargs: Any) -> Any:
-        output = self._pipe(**kwargs)
-        images = getattr(output, "images", None)
-        if isinstance(images, np.ndarray) and images.ndim == 4:
-            images = list(images)
-        if not isinstance(images, (list, tuple)) or not all(_is_image(image) for image in images):
-            got = type(images).__name__ if not isinstance(images, (list, tuple)) else \
-                ", ".join(sorted({type(image).__name__ for image in images}))
-            raise EvalkitError(f"python:{self._target} returned {got} as .images, not images: make the pipeline "
-                               "return an object whose .images is a list of PIL.Image (output_type='pil') or of "
-                               "float (H, W, 3) arrays in [0, 1]")
-        return output
-
-
-def _is_image(image: Any) -> bool:
-    return isinstance(image, Image.Image) or (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+        source = f"python:{self._target}"
+        with plugin_code(source, f"model {source}", "while rendering a batch",
+                         "the batches rendered before it are saved: fix the model, then rerun the same command "
+                         "to resume"):
+            return self._pipe(**kwargs)

@@ -7,7 +7,8 @@ from ..config import SweepConfig
 from ..errors import EvalkitError
 from ..metrics import METRICS, metric_spec
 from ..metrics.base import MetricOptions, MetricSpec
-from ..metrics.plugins import PluginWeightsMissing, is_plugin
+from ..metrics.plugins import PluginWeightsMissing
+from ..plugins import is_plugin
 from .score import metric_options
 from .targets import check_targets
 

@@ -14,7 +14,6 @@ import hashlib
 import io
 import itertools
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +23,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..errors import EvalkitError
 from ..models import LoadOptions, Model, load_model, resolve_device
+from ..models.base import check_images, image_pixels
 from ..store.files import atomic_write
 from ..store.folder import RunDir
 from ..sweep.plan import RenderJob, RenderSettings
@@ -104,20 +103,15 @@ class Renderer:
         return cls(load_model(spec, dataclasses.replace(options, device=resolve_device(options.device))), settings)
 
     def render(self, batch: list[RenderJob]) -> tuple[list[Rendered], float]:
+        """One pipeline call; its output checked against the models' contract (`check_images`: the one check, here
+        on whichever worker renders) before anything is encoded or handed to the driver."""
         images, nfe, seconds = _call_pipeline(self.model, batch, self.settings, self.counter,
                                               self.samplers.get(batch[0].scheduler))
-        if len(images) != len(batch):
-            raise EvalkitError(f"model {self.model.spec} returned {len(images)} image(s) for a batch of {len(batch)} "
-                               "prompt(s): its pipeline must return one image per prompt")
         out = []
-        for job, image in zip(batch, images):
-            pixels, flags = _to_uint8(image, self.model.spec)
-            size = self.settings.size
-            if size is not None and pixels.shape[:2] != (size, size):
-                raise EvalkitError(f"model {self.model.spec} returned a {pixels.shape[1]}x{pixels.shape[0]} image where "
-                                   f"{size}x{size} was asked: its pipeline must honour height and width")
+        for job, (pixels, non_finite) in zip(batch, check_images(images, self.model.spec, len(batch),
+                                                                  self.settings.size)):
             out.append(Rendered(job, _png(pixels) if self.encode else pixels, nfe, seconds / len(batch),
-                                ",".join(flags), pixels.shape[1], pixels.shape[0]))
+                                ",".join(_flags(pixels, non_finite)), pixels.shape[1], pixels.shape[0]))
         return out, seconds
 
     def close(self) -> None:
@@ -180,7 +174,7 @@ def _batches(jobs: list[RenderJob], size: int) -> Iterator[list[RenderJob]]:
 
 
 def _call_pipeline(model: Model, batch: list[RenderJob], settings: RenderSettings, counter: CallCounter,
-                   scheduler: Any) -> tuple[list[Any], int, float]:
+                   scheduler: Any) -> tuple[Any, int, float]:
     pipe = model.pipe
     if hasattr(scheduler, "noise_sampler_seed"):
         # DPM++ SDE draws its Brownian-tree seed from torch's global RNG unless given one: seed each image's
@@ -203,9 +197,9 @@ def _call_pipeline(model: Model, batch: list[RenderJob], settings: RenderSetting
     calls_before = counter.calls
     start = time.perf_counter()
     with torch.inference_mode():
-        images = pipe(**kwargs).images
+        images = getattr(pipe(**kwargs), "images", None)  # what it holds is checked by the caller: check_images
     seconds = time.perf_counter() - start
-    return list(images), counter.calls - calls_before, seconds
+    return images, counter.calls - calls_before, seconds
 
 
 def _png(pixels: np.ndarray) -> bytes:
@@ -229,24 +223,14 @@ def _save_image(run: RunDir, rendered: Rendered) -> dict[str, Any]:
 
 
 def _to_uint8(image: Any, spec: str = "the model") -> tuple[np.ndarray, list[str]]:
-    """PIL or float HWC in [0, 1] -> uint8 RGB, with flags for NaN and blank images."""
-    flags = []
-    if isinstance(image, Image.Image):
-        pixels = np.asarray(image.convert("RGB"))
-    else:
-        try:
-            array = np.asarray(image, dtype=np.float32)
-        except (TypeError, ValueError):
-            array = np.zeros(0)
-        if array.ndim != 3 or array.shape[2] != 3 or not array.size:
-            raise EvalkitError(f"{spec} returned {type(image).__name__} {getattr(array, 'shape', '')} where an image "
-                               "was expected: its pipeline must return PIL images or HxWx3 arrays in [0, 1]")
-        if not np.isfinite(array).all():
-            flags.append("nan")
-            array = np.nan_to_num(array, nan=0.0, posinf=1.0, neginf=0.0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pixels = (np.clip(array, 0, 1) * 255).round().astype(np.uint8)
+    """One image of the output contract (PIL, or float HWC in [0, 1]) -> uint8 RGB, with its flags."""
+    pixels, non_finite = image_pixels(image, spec)
+    return pixels, _flags(pixels, non_finite)
+
+
+def _flags(pixels: np.ndarray, non_finite: bool) -> list[str]:
+    """`nan`: the model gave NaN or infinite values (zeroed); `blank`: its pixel values span <= BLANK_RANGE/255."""
+    flags = ["nan"] if non_finite else []
     if int(pixels.max()) - int(pixels.min()) <= BLANK_RANGE:
         flags.append("blank")
-    return pixels, flags
+    return flags
