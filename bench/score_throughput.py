@@ -37,16 +37,17 @@ def raw_seconds(name: str, run, images, config) -> tuple[float, float, int]:
     build = time.perf_counter() - start
     if spec.inputs == IMAGE_REFERENCE:
         pairs = with_references(images, config)
-        batches = [(load_images(run.dir / p for p in pairs.path[i:i + options.batch_size]),
-                    load_images(run.dir / p for p in pairs.reference_path[i:i + options.batch_size]))
+        folder = RunDir(run.dir)
+        batches = [(load_images(folder.image_path(k) for k in pairs.key[i:i + options.batch_size]),
+                    load_images(folder.image_path(k) for k in pairs.reference_key[i:i + options.batch_size]))
                    for i in range(0, len(pairs), options.batch_size)]
         call = scorer.score
     elif spec.inputs == IMAGE_PROMPT:
-        batches = [(load_images(run.dir / p for p in images.path[i:i + options.batch_size]),
+        batches = [(load_images(RunDir(run.dir).image_path(k) for k in images.key[i:i + options.batch_size]),
                     list(images.prompt[i:i + options.batch_size])) for i in range(0, len(images), options.batch_size)]
         call = scorer.score
     else:
-        batches = [(load_images(run.dir / p for p in images.path[i:i + options.batch_size]),)
+        batches = [(load_images(RunDir(run.dir).image_path(k) for k in images.key[i:i + options.batch_size]),)
                    for i in range(0, len(images), options.batch_size)]
         call = scorer.features
     start = time.perf_counter()

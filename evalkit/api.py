@@ -21,9 +21,8 @@ from .metrics import METRICS
 from .minsteps.answer import summarize_min_steps
 from .minsteps.distribution import judge_run
 from .models import check_device, resolve_device
-from .store.files import read_table
-from .store.folder import RESCORE, RunDir
-from .store.tables import SCORE_COLUMNS, SET_SCORE_COLUMNS, join_values
+from .store.folder import RunDir
+from .store.tables import join_values
 from .stages.aggregate import aggregate_scores
 from .stages.checks import check_image_size, check_metrics
 from .stages.executors import make_executor
@@ -48,12 +47,11 @@ class Run:
 
     @property
     def scores(self) -> pd.DataFrame:
-        return read_table(RunDir(self.dir).scores_table, SCORE_COLUMNS, f"rescore with {RESCORE.format(dir=self.dir)}")
+        return RunDir(self.dir).read_scores()
 
     @property
     def set_scores(self) -> pd.DataFrame:
-        return read_table(RunDir(self.dir).set_scores_table, SET_SCORE_COLUMNS,
-                          f"rescore with {RESCORE.format(dir=self.dir)}")
+        return RunDir(self.dir).read_set_scores()
 
     @property
     def images(self) -> pd.DataFrame:

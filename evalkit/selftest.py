@@ -97,13 +97,14 @@ def _selftest_one(config: SweepConfig) -> list[dict[str, Any]]:
     scored = ScoredRun.read(run(dataclasses.replace(config, tolerances=tolerance)).dir)
     harness = scored.min_steps()["schedulers"]
     images, sweep = scored.images, scored.sweep
-    truth_paths = ground_truth_images(RunDir(scored.dir), sweep, config)
+    folder = RunDir(scored.dir)  # images are opened by key, never by a row's `path`
+    truth_paths = ground_truth_images(folder, sweep, config)
     scorer = METRICS.get(METRIC).build(MetricOptions())
     values = []
     for start in range(0, len(sweep), 64):
         chunk = sweep.iloc[start:start + 64]
         with torch.no_grad():
-            scores = scorer.score(load_images(scored.dir / p for p in chunk.path),
+            scores = scorer.score(load_images(folder.image_path(k) for k in chunk.key),
                                   load_images(truth_paths[(r.prompt_id, r.seed)] for r in chunk.itertuples()))
         values += [(r.prompt_id, r.seed, r.scheduler, r.steps, METRIC, float(v)) for r, v in zip(chunk.itertuples(), scores)]
     values = pd.DataFrame(values, columns=[*UNIT_COLUMN, "metric", "value"])
@@ -195,7 +196,8 @@ def _harness(result: Any, pairs: pd.DataFrame, truth: dict[str, Any], learned: b
         store.compute(kid, MetricOptions(batch_size=result.config.batch_size), list(truth.items()))
         harness = {s: e["distribution"] for s, e in result.summary["min_steps"]["schedulers"].items()}
         return store.load, Distance.of("kid"), harness
-    paths = {sha: result.dir / p for sha, p in zip(result.images.sha256, result.images.path)} | truth
+    folder = RunDir(result.dir)
+    paths = {sha: folder.image_path(k) for sha, k in zip(result.images.sha256, result.images.key)} | truth
 
     def pixels(keys: list[str]) -> Any:
         return load_images(paths[k] for k in keys).flatten(1).double().numpy() / 255.0

@@ -8,6 +8,7 @@ import pytest
 from reference_metrics import scipy_fid, torchmetrics_fid, torchmetrics_kid
 
 import evalkit
+from evalkit.errors import EvalkitError
 from evalkit.metrics import METRICS
 from evalkit.metrics.fid import InceptionFeatures, frechet_distance_fast, frechet_distance_to_stats, mmd2_unbiased
 from evalkit.metrics.lpips import LPIPSScorer
@@ -90,10 +91,15 @@ def test_fid_against_a_folder_or_npz_of_the_references_equals_fid_against_the_re
     features = store.load(refs.sha256)
     mu, sigma = features.mean(axis=0), np.cov(features, rowvar=False)
     np.savez(tmp_path / "stats.npz", mu=mu, sigma=sigma)
-    vs_stats = evalkit.run(base.config, fid_reference=str(tmp_path / "stats.npz"), metrics=["fid", "kid"])
+    vs_stats = evalkit.run(base.config, fid_reference=str(tmp_path / "stats.npz"), metrics=["fid"])
     got = vs_stats.set_scores.query("metric == 'fid'").set_index(["scheduler", "steps"]).value
     assert np.allclose(got.loc[expected.index], expected, rtol=1e-6)
-    assert "kid needs images, not statistics" in vs_stats.score.skipped["kid"]
+    # KID compares image sets: named explicitly, statistics are refused before anything renders; with every
+    # metric selected (the default) it is skipped with the reason
+    with pytest.raises(EvalkitError, match="kid compares image sets, but fid_reference .* holds statistics"):
+        evalkit.run(base.config, fid_reference=str(tmp_path / "stats.npz"), metrics=["fid", "kid"])
+    every = evalkit.score(base.config, fid_reference=str(tmp_path / "stats.npz"), metrics=[])
+    assert "kid needs images, not statistics" in every.score.skipped["kid"] and "fid" in every.score.set_scores
 
 
 def test_a_rerun_calls_no_backbone(tmp_path, prompts, torch_home, monkeypatch):

@@ -172,8 +172,8 @@ def judge_run(run: RunDir, images: pd.DataFrame, config: SweepConfig, scored: Sc
     store = feature_store(run, spec, options)
     pairs = with_references(images, config).dropna(subset=["reference_sha256"])
     refs = pairs.drop_duplicates("reference_sha256")
-    store.compute(spec, options, [(sha, run.path / p) for sha, p in zip(refs.reference_sha256, refs.reference_path)],
-                  executor)
+    files = [(sha, run.image_path(key)) for sha, key in zip(refs.reference_sha256, refs.reference_key)]
+    store.compute(spec, options, files, executor)
     backbone = scored.metrics.get(metric, {}).get("backbone") if spec.embeddings else None  # a selectable backbone
     distance = Distance.of(metric)
     return {"metric": metric, **({"backbone": backbone} if backbone else {}), "rule": rule_text(distance, backbone),

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, features
 
+from ..store.folder import RunDir
 from ..store.read import ScoredRun
 
 THUMB_PX = 96  # longest side; 8 columns of 96 px + the steps column fit a 1280 px window
@@ -39,11 +40,12 @@ def cell(data: ScoredRun, row: pd.Series | None, label: str, base: str = "") -> 
     if row is None:
         return '<td class="missing" title="not rendered">—</td>'
     flags = str(row["flags"] or "")
-    href = escape(f"{base}images/{row['key']}.png")
+    folder = RunDir(data.dir)  # the one owner of image paths: the PNG on disk, and as seen from the page
+    href = escape(base + folder.image_row_path(row["key"]))
     badge = f'<span class="badge">{escape(flags)}</span>' if flags else ""
     title = escape(f"{label} · {int(row['nfe'])} NFE · {float(row['seconds']):.3g} s" + (f" · {flags}" if flags else ""))
     return (f'<td{" class=flagged" if flags else ""}><a href="{href}"><img class="thumb" '
-            f'src="{thumbnail(data.dir / "images" / (str(row["key"]) + ".png"))}" alt="{escape(label)}" '
+            f'src="{thumbnail(folder.image_path(row["key"]))}" alt="{escape(label)}" '
             f'title="{title}"></a>{badge}</td>')
 
 

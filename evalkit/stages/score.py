@@ -166,29 +166,37 @@ def _content_rows(spec: MetricSpec, images: pd.DataFrame, pairs: pd.DataFrame) -
 
 def _compute_values(spec: MetricSpec, run: RunDir, todo: pd.DataFrame, options: MetricOptions, executor: Any,
                     progress: bool, cache: dict[str, float], cache_file: Any) -> set[str]:
-    """Values of `todo`'s contents into `cache` (checkpointed every CHECKPOINT_EVERY batches); returns the prompts
-    the scorer truncated."""
+    """Values of `todo`'s contents into `cache` (checkpointed every CHECKPOINT_EVERY batches, and when scoring
+    stops early: a scorer that raises, or Ctrl-C, loses no finished batch); returns the prompts the scorer
+    truncated."""
     if spec.embeddings:  # embedded once per image content, in the folder other metrics on this backbone read (CMMD)
         store = feature_store(run, spec, options)
-        store.compute(spec, options, [(sha, run.path / p) for sha, p in zip(todo.sha256, todo.path)], executor,
-                      progress)
+        files = [(sha, run.image_path(k)) for sha, k in zip(todo.sha256, todo.key)]
+        store.compute(spec, options, files, executor, progress)
         chunks = ((list(chunk.content), (store.load(chunk.sha256), list(chunk.prompt)))
                   for chunk in _chunks(todo, options.batch_size))
     else:
-        chunks = ((list(chunk.content), (_read(run, chunk.path), _read(run, chunk.reference_path)
+        chunks = ((list(chunk.content), (_read(run, chunk.key), _read(run, chunk.reference_key)
                                          if spec.inputs == IMAGE_REFERENCE else list(chunk.prompt)))
                   for chunk in _chunks(todo, options.batch_size))
     truncated: set[str] = set()
     shown = progress_bar(len(todo), spec.name, progress)
     worker = functools.partial(MetricWorker, spec.plugin or spec.name, options)
     method = "score_embeddings" if spec.embeddings else "score"
-    for i, (contents, (values, truncated_prompts)) in enumerate(executor.map(worker, method, chunks), start=1):
-        shown.update(len(contents))
-        cache.update(zip(contents, values))
-        truncated.update(truncated_prompts)
-        if i % CHECKPOINT_EVERY == 0:
+    unsaved = 0
+    try:
+        for contents, (values, truncated_prompts) in executor.map(worker, method, chunks):
+            shown.update(len(contents))
+            cache.update(zip(contents, values, strict=True))  # one value per image, or a loud error
+            truncated.update(truncated_prompts)
+            unsaved += 1
+            if unsaved == CHECKPOINT_EVERY:
+                atomic_write_json(cache_file, cache)
+                unsaved = 0
+    finally:
+        shown.close()
+        if unsaved:
             atomic_write_json(cache_file, cache)
-    shown.close()
     return truncated
 
 
@@ -224,9 +232,9 @@ def _set_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, config: Swe
                 "(prompts x seeds): add seeds or prompts")
     if is_stats(target) and spec.compare_stats is None:
         return f"{spec.name} needs images, not statistics: fid_reference is {target}"
-    files = [(sha, run.path / p) for sha, p in zip(sets.sweep.sha256, sets.sweep.path)]
+    files = [(sha, run.image_path(k)) for sha, k in zip(sets.sweep.sha256, sets.sweep.key)]
     if target == OWN_REFERENCES:
-        files += [(sha, run.path / p) for sha, p in zip(sets.references.sha256, sets.references.path)]
+        files += [(sha, run.image_path(k)) for sha, k in zip(sets.references.sha256, sets.references.key)]
     elif not is_stats(target):
         files += folder_images(target)
     store = feature_store(run, spec, options)
@@ -270,8 +278,9 @@ def _column_values(spec: MetricSpec, run: RunDir, store: FeatureStore, sets: _Se
     return rows
 
 
-def _read(run: RunDir, paths: Any) -> list[bytes]:
-    return [(run.path / p).read_bytes() for p in paths]
+def _read(run: RunDir, keys: Any) -> list[bytes]:
+    """The PNG bytes of images, by key: the file is RunDir's to name (`image_path`), never a table's `path`."""
+    return [run.image_path(k).read_bytes() for k in keys]
 
 
 def _chunks(table: pd.DataFrame, size: int) -> Iterator[pd.DataFrame]:

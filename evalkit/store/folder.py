@@ -4,6 +4,10 @@ Layout (README "What a run folder holds"): config.toml, images/<key>.png, images
 render runs), jobs.parquet, scores.parquet, set_scores.parquet, summary.json, report.html, and cache/ (per-image
 scores, set-metric features, set-metric intervals, ground-truth images of the exact models). Every file is
 written atomically; an image is trusted only if its bytes still hash to the sha256 its row recorded.
+
+No path is ever read from a table: an image's file is `image_path(key)`, derived from its key (a hex content hash)
+here and nowhere else. A row whose stored `path` is not `images/<key>.png` is not an image of this folder: the
+render stage renders it again, readers refuse it.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import dataclasses
 import fcntl
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +24,18 @@ from typing import Any
 
 import pandas as pd
 
-from ..config import TOML_HEADER, SweepConfig, to_toml
+from ..config import OWN_REFERENCES, TOML_HEADER, SweepConfig, to_toml
 from ..errors import EvalkitError
-from .files import (TMP_PREFIX, UMASK, atomic_write, atomic_write_json, atomic_write_table, digest, read_json,
+from ..sweep.plan import REFERENCE, SWEEP
+from .files import (TMP_PREFIX, UMASK, atomic_write, atomic_write_json, atomic_write_table, digest, fits, read_json,
                     read_table, sha256_of, write_all, write_failed)
-from .tables import IMAGE_COLUMNS
+from .tables import (IMAGE_COLUMNS, IMAGE_SCHEMA, JOB_SCHEMA, SCORE_COLUMNS, SCORE_SCHEMA, SET_SCORE_COLUMNS,
+                     SET_SCORE_OPTIONAL, SET_SCORE_SCHEMA)
 
 RERENDER, RESCORE = "`evalkit render {dir}`", "`evalkit score {dir}`"
+# An image key is a hex content hash (sweep.plan.job_key): images/<key>.png can only name a file in images/.
+KEY = re.compile(r"[0-9a-f]{8,64}")
+ROLES = (SWEEP, REFERENCE)
 
 
 class RunDir:
@@ -53,6 +63,9 @@ class RunDir:
 
     # -- paths --------------------------------------------------------------------------------------------
     def image_path(self, key: str) -> Path:
+        """The one place an image's file is named: from its key, never from a table's `path`."""
+        if not isinstance(key, str) or not KEY.fullmatch(key):
+            raise ValueError(f"not an image key: {key!r}")
         return self.images_dir / f"{key}.png"
 
     def image_row_path(self, key: str) -> str:
@@ -132,10 +145,18 @@ class RunDir:
 
     # -- what the stages write ------------------------------------------------------------------------------
     def save_config(self, config: SweepConfig) -> SweepConfig:
-        """Write the resolved config (absolute paths) as config.toml, and return it."""
+        """Write the resolved config as config.toml, and return it (paths absolute).
+
+        The file names its own folder as `out = "."` (a config file's relative paths are relative to the file):
+        a run folder copied or moved elsewhere stays itself, so `evalkit run COPY/config.toml` resumes COPY and
+        checks COPY's images, never the folder it was copied from. Prompts and fid_reference live outside the
+        folder: they are recorded absolute (a relative fid_reference would otherwise be read back relative to
+        the run folder)."""
+        target = config.fid_reference
+        target = target if target == OWN_REFERENCES else str(Path(target).resolve())
         resolved = dataclasses.replace(config, out=str(self.path.resolve()),
-                                       prompts=str(config.prompts_path().resolve()))
-        atomic_write(self.config_file, to_toml(resolved).encode())
+                                       prompts=str(config.prompts_path().resolve()), fid_reference=target)
+        atomic_write(self.config_file, to_toml(dataclasses.replace(resolved, out=".")).encode())
         return resolved
 
     def write_jobs(self, keys: list[str]) -> None:
@@ -156,16 +177,40 @@ class RunDir:
             if self.summary_file.is_file() else {}
         self.write_summary({**summary, **update})
 
+    # -- the score stage's tables ----------------------------------------------------------------------------
+    def read_scores(self) -> pd.DataFrame:
+        """scores.parquet, typed (SCORE_SCHEMA), one value per image and metric."""
+        return read_table(self.scores_table, SCORE_SCHEMA, self._rescore, unique=["key", "metric"])[SCORE_COLUMNS]
+
+    def read_set_scores(self) -> pd.DataFrame:
+        """set_scores.parquet, typed (SET_SCORE_SCHEMA), one row per column and metric; tables written before
+        `broken` and `flags` existed read as 0 and no flags."""
+        table = read_table(self.set_scores_table, SET_SCORE_SCHEMA, self._rescore, optional=SET_SCORE_OPTIONAL,
+                           unique=["scheduler", "steps", "metric"])
+        table = table.assign(broken=table.get("broken", 0), flags=table.get("flags", "")).fillna(
+            {"flags": "", "broken": 0})
+        return table.astype({"broken": int})[SET_SCORE_COLUMNS]
+
+    @property
+    def _rescore(self) -> str:
+        return f"rescore with {RESCORE.format(dir=self.path)}"
+
     # -- the images table -----------------------------------------------------------------------------------
     def read_images(self) -> pd.DataFrame:
-        """Rows of images whose PNG is on disk (a row without its file is dropped and re-rendered)."""
+        """Rows of this folder's images whose PNG is on disk: what the render stage (and the min-steps search) treat
+        as rendered. A row without its file is dropped, and so is a row that is not an image row of this folder
+        (`_own`: its `path` is not images/<key>.png, its key is not a content key, or its role is unknown),
+        whatever its sha256 says: their images are rendered again."""
         table = self._image_rows()
-        present = pd.Series([(self.path / p).is_file() for p in table["path"]], index=table.index, dtype=bool)
+        own = self._own(table)
+        present = pd.Series([bool(ok) and self.image_path(k).is_file() for k, ok in zip(table["key"], own)],
+                            index=table.index, dtype=bool)
         return table[present].reset_index(drop=True)
 
     def altered(self, table: pd.DataFrame) -> pd.Series:
-        """Per row: the PNG's bytes no longer hash to the row's sha256 (truncated, changed or replaced)."""
-        return pd.Series([sha256_of(self.path / p) != sha for p, sha in zip(table["path"], table["sha256"])],
+        """Per row: the PNG's bytes no longer hash to the row's sha256 (truncated, changed or replaced). The file
+        is the key's (`image_path`), never the one the row's `path` names."""
+        return pd.Series([sha256_of(self.image_path(k)) != sha for k, sha in zip(table["key"], table["sha256"])],
                          index=table.index, dtype=bool)
 
     def check_intact(self, table: pd.DataFrame) -> None:
@@ -173,7 +218,7 @@ class RunDir:
         bad = table[self.altered(table)]
         if len(bad):
             raise EvalkitError(f"{len(bad)} image(s) no longer match the sha256 in images.parquet (truncated, changed "
-                               f"or replaced), e.g. {self.path / bad.path.iloc[0]}: re-render them with "
+                               f"or replaced), e.g. {self.image_path(bad.key.iloc[0])}: re-render them with "
                                f"{RERENDER.format(dir=self.path)} (then rescore)")
 
     def append_images(self, rows: list[dict]) -> None:
@@ -197,9 +242,10 @@ class RunDir:
             self.images_journal.unlink()
 
     def _image_rows(self) -> pd.DataFrame:
+        """Every row of images.parquet (each value checked against IMAGE_SCHEMA) and of the journal, one per key."""
         fix = (f"delete it and rerun {RERENDER.format(dir=self.path)} (images whose rows are lost are rendered "
                "again)")
-        frames = [read_table(self.images_table, IMAGE_COLUMNS, fix)[IMAGE_COLUMNS]] \
+        frames = [read_table(self.images_table, IMAGE_SCHEMA, fix)[IMAGE_COLUMNS]] \
             if self.images_table.exists() else []
         if self.images_journal.exists():
             rows = [row for line in self.images_journal.read_bytes().splitlines() if (row := self._journal_row(line))]
@@ -212,26 +258,57 @@ class RunDir:
 
     def _journal_row(self, line: bytes) -> dict[str, Any] | None:
         """A journal line as a row, or None: a line torn by a kill mid-append, or one that is not an image row
-        of this folder (its image is then rendered again)."""
+        of this folder (a value of the wrong type, or `_own` says no): its image is then rendered again."""
         try:
             row = json.loads(line)
         except ValueError:
             return None
-        if not isinstance(row, dict) or set(row) != set(IMAGE_COLUMNS) or not isinstance(row["key"], str) \
-                or row["path"] != self.image_row_path(row["key"]) or not isinstance(row["sha256"], str):
+        if not isinstance(row, dict) or set(row) != set(IMAGE_COLUMNS) \
+                or not all(fits(row[c], kind) for c, kind in IMAGE_SCHEMA.items()) \
+                or not self._is_own(row["key"], row["path"], row["role"]):
             return None
         return row
 
+    def _is_own(self, key: str, path: str, role: str) -> bool:
+        """An image row of this folder: a content key, the path derived from it, a known role."""
+        return bool(KEY.fullmatch(key)) and path == self.image_row_path(key) and role in ROLES
+
+    def _own(self, table: pd.DataFrame) -> pd.Series:
+        return pd.Series([self._is_own(k, p, r) for k, p, r in zip(table["key"], table["path"], table["role"])],
+                         index=table.index, dtype=bool)
+
     def current_images(self) -> pd.DataFrame:
         """The rendered rows of the current sweep (and its references), in plan order, each PNG verified
-        against its sha256.
+        against its sha256: what scoring and every reader of a scored run take.
 
         images.parquet indexes every image ever rendered in the folder; jobs.parquet says which of them
-        the sweep in config.toml is made of, so readers need no model to tell them apart.
+        the sweep in config.toml is made of, so readers need no model to tell them apart. Every job must have
+        its own row and its PNG: an image missing, a row naming another file, or a PNG changed since it was
+        rendered is one line naming it and the fix (the render stage renders such images again: it reads
+        `read_images`, which drops them).
         """
         if not self.jobs_table.is_file():
             raise EvalkitError(f"{self.path} has no jobs.parquet: run `evalkit render {self.path}` first")
-        keys = read_table(self.jobs_table, ["key"], f"rerun {RERENDER.format(dir=self.path)} to rewrite it")
-        images = keys[["key"]].merge(self.read_images(), on="key", how="inner")[IMAGE_COLUMNS]
+        fix = f"rerun {RERENDER.format(dir=self.path)} to rewrite it"
+        keys = read_table(self.jobs_table, JOB_SCHEMA, fix, unique=["key"])
+        foreign = [k for k in keys["key"] if not KEY.fullmatch(k)]
+        if foreign:
+            raise EvalkitError(f"{self.jobs_table}: column 'key' holds {foreign[0][:40]!r}, not an image key: {fix}")
+        images = keys[["key"]].merge(self._image_rows(), on="key", how="left")[IMAGE_COLUMNS]
+        rendered = images[images["sha256"].notna()]
+        alien = rendered[~self._own(rendered)]
+        redo = f"re-render with {RERENDER.format(dir=self.path)} (then rescore with {RESCORE.format(dir=self.path)})"
+        if len(alien):
+            row = alien.iloc[0]
+            own = self.image_row_path(row.key)
+            what = f"names {row.path!r}, not {own}" if row.path != own else \
+                f"has role {row.role!r}, not {' or '.join(ROLES)}"
+            raise EvalkitError(f"{self.images_table}: the row of image {row.key} {what}: it is not an image of this "
+                               f"folder ({len(alien)} such row(s) in the current sweep): {redo}")
+        missing = [k for k, sha in zip(images["key"], images["sha256"])
+                   if not isinstance(sha, str) or not self.image_path(k).is_file()]
+        if missing:
+            raise EvalkitError(f"{len(missing)} image(s) of the current sweep are missing (no PNG, or no row in "
+                               f"images.parquet), e.g. {self.image_path(missing[0])}: {redo}")
         self.check_intact(images)
         return images

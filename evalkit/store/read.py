@@ -2,9 +2,12 @@
 the gate, the min-steps search, the self-test and the CLI read a run through it and nothing else."""
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
+import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,15 +18,35 @@ from ..config import SweepConfig, load_config
 from ..errors import EvalkitError
 from ..metrics import METRICS
 from ..sweep.plan import REFERENCE, SWEEP
-from .files import read_json, read_table
+from .files import BOOL, NUMBER, TEXT, WHOLE, fits, held, or_empty, read_json
 from .folder import RESCORE, RunDir
-from .tables import SCORE_COLUMNS, SET_SCORE_COLUMNS, has_flag, is_broken, join_values, sweep_values
+from .tables import has_flag, is_broken, join_values, sweep_values
 
 Column = tuple[str, int]  # (scheduler, steps)
 # The quality metric readers lead with when none is named (recommend, the report's Pareto and per-prompt views):
 # the first of these that was scored, else the first scored metric.
 PREFERRED_METRICS = ("lpips", "ssim", "psnr")
 REFERENCES = "references"  # `broken(REFERENCES)`: the run's reference images rather than a scheduler's
+
+# The summary.json fields readers use, and what each holds (`check_summary`). A kind (files.TEXT, ...), [spec]: a list
+# of spec, {"*": spec}: an object whose every value is spec, {field: spec}: an object whose fields, when present,
+# are spec (others are left alone: the stages add facts readers don't use).
+_ANSWER = {"min_steps": or_empty(WHOLE), "reached": or_empty(BOOL), "why": or_empty(TEXT)}
+_ENTRY = {**_ANSWER, "nfe": or_empty(NUMBER), "seconds_per_image": or_empty(NUMBER),
+          "quality": {"*": {"value": or_empty(NUMBER), "plateau": or_empty(NUMBER)}}, "knee": {"*": or_empty(WHOLE)},
+          "rules": {"*": _ANSWER}, "judged_by": [TEXT], "distribution": {"metric": or_empty(TEXT)}}
+SUMMARY_FIELDS = {
+    "created": TEXT, "date": TEXT, "device": TEXT, "warnings": [TEXT], "broken_images": {"*": WHOLE},
+    "config": {}, "skipped_metrics": {"*": TEXT}, "versions": {"*": or_empty(TEXT)},
+    "metrics": {"*": {"kind": TEXT, "higher_is_better": or_empty(BOOL), "perfect": or_empty(NUMBER),
+                      "backbone": or_empty(TEXT)}},
+    "render": {"seconds": or_empty(NUMBER), "rendered": or_empty(WHOLE), "planned": or_empty(WHOLE)},
+    "min_steps": {"rule": TEXT, "tolerances": {"*": NUMBER}, "schedulers": {"*": _ENTRY}},
+}
+# Config fields that change how fast a run comes, never what it holds (README: "none of these change a result"),
+# and `out`, which every reader sets to the folder it reads: left out when config.toml is matched against the
+# config the run was scored with.
+UNSCORED_CONFIG = ("out", "device", "batch_size", "backend", "ray_address", "workers", "gpus_per_worker")
 
 
 @dataclass
@@ -42,21 +65,22 @@ class ScoredRun:
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> ScoredRun:
+        """Read and check a scored run folder: every table typed (files.read_table), the summary's fields typed
+        (`check_summary`), config.toml still the config that was scored (`check_config`), every image of the
+        current sweep present and intact (RunDir.current_images). Anything else is one line naming the file."""
         folder = RunDir(path)
         for name in cls.FILES:
             if not (folder.path / name).is_file():
                 raise EvalkitError(f"{folder.path} is not a scored run folder (no {name}): run `evalkit run` or "
                                    f"{RESCORE.format(dir=folder.path)} first")
         config = load_config(folder.config_file, out=str(folder.path))
+        rescore = f"rescore with {RESCORE.format(dir=folder.path)}"
+        summary = check_summary(read_json(folder.summary_file, rescore), folder.summary_file, rescore)
+        check_config(config, summary, folder)
         images = folder.current_images()
         images = images.assign(flags=images["flags"].fillna("").astype(str))
-        rescore = f"rescore with {RESCORE.format(dir=folder.path)}"
-        scores = read_table(folder.scores_table, SCORE_COLUMNS, rescore)[SCORE_COLUMNS]
-        set_scores = read_table(folder.set_scores_table, SET_SCORE_COLUMNS[:7], rescore)
-        set_scores = set_scores.assign(broken=set_scores.get("broken", 0),
-                                       flags=set_scores.get("flags", "")).fillna({"flags": "", "broken": 0})
-        summary = read_json(folder.summary_file, rescore)
-        return cls(folder.path, config, images, join_values(scores, images), set_scores[SET_SCORE_COLUMNS], summary)
+        values = join_values(folder.read_scores(), images)
+        return cls(folder.path, config, images, values, folder.read_set_scores(), summary)
 
     # -- images ---------------------------------------------------------------------------------------------
     @property
@@ -156,3 +180,68 @@ class ScoredRun:
             return str(stamp)
         mtime = RunDir(self.dir).summary_file.stat().st_mtime
         return dt.datetime.fromtimestamp(mtime, dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# -- checks on read ------------------------------------------------------------------------------------------------
+def check_summary(summary: dict[str, Any], path: Path, fix: str) -> dict[str, Any]:
+    """summary.json with every field readers use of the type they use it as (SUMMARY_FIELDS), else one line naming
+    the file, the field, what it holds and the fix. It must also record the config it was scored with."""
+    if not isinstance(summary.get("config"), Mapping):
+        what = held(summary["config"]) if "config" in summary else "nothing"
+        raise EvalkitError(f"{path}: field 'config' holds {what} where the config the run was scored with is "
+                           f"expected: {fix}")
+    _check_value(summary, SUMMARY_FIELDS, "", path, fix)
+    return summary
+
+
+def _check_value(value: Any, spec: Any, where: str, path: Path, fix: str) -> None:
+    if isinstance(spec, str):
+        ok, expected = fits(value, spec), spec
+    elif isinstance(spec, list):
+        ok, expected = isinstance(value, list), "a list"
+    else:
+        ok, expected = isinstance(value, Mapping), "an object"
+    if not ok:
+        raise EvalkitError(f"{path}: field {where!r} holds {held(value)} where {expected} is expected: {fix}")
+    if isinstance(spec, list):
+        for i, item in enumerate(value):
+            _check_value(item, spec[0], f"{where}[{i}]", path, fix)
+    elif isinstance(spec, dict):
+        for key, item in value.items():
+            inner = spec.get("*", spec.get(key))
+            if inner is not None:
+                _check_value(item, inner, f"{where}.{key}" if where else str(key), path, fix)
+
+
+def check_config(config: SweepConfig, summary: dict[str, Any], folder: RunDir) -> None:
+    """Refuse a run folder whose config.toml no longer matches the config its scores were made with.
+
+    "Matches" means: the config config.toml resolves to and the one summary.json records under "config" are equal,
+    compared as JSON values, in every field but UNSCORED_CONFIG: `out` (readers set it to the folder they read,
+    so a moved or copied folder still reads) and the execution fields (they change how fast a result comes, never
+    the result). A field the summary does not record (written before the field existed) must hold its default.
+    `prompts` and `fid_reference` are compared as the absolute paths config.toml records: moving the run folder
+    does not change them; a path edited after scoring (even to a copy of the same file) is refused until
+    `evalkit score DIR`, which re-plans from config.toml and renders and computes only what changed (nothing, for
+    the same prompts). What readers show of the prompts comes from the sweep's own rows, never from the file."""
+    recorded = _as_json(summary["config"])
+    current = _as_json(dataclasses.asdict(config))
+    default = _as_json(dataclasses.asdict(SweepConfig()))
+    changed = [k for k in current if k not in UNSCORED_CONFIG and current[k] != recorded.get(k, default.get(k))]
+    if changed:
+        field = changed[0]
+        scored = _short(recorded[field]) if field in recorded else "(not recorded)"
+        raise EvalkitError(
+            f"{folder.config_file} no longer matches the config the run was scored with ({field} "
+            f"{_short(current[field])}, scored with {scored}"
+            f"{f'; {len(changed) - 1} more field(s) differ' if len(changed) > 1 else ''}): rescore with "
+            f"{RESCORE.format(dir=folder.path)} (it re-plans from config.toml), or restore config.toml")
+
+
+def _as_json(value: Any) -> dict[str, Any]:
+    return json.loads(json.dumps(value, default=str))
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:59] + "…"

@@ -7,11 +7,22 @@ import pandas as pd
 
 from ..config import SweepConfig
 from ..sweep.plan import REFERENCE, SWEEP, reference_scheduler
+from .files import NUMBER, TEXT, WHOLE, or_empty
 
-IMAGE_COLUMNS = ["key", "prompt_id", "prompt", "seed", "scheduler", "steps", "nfe", "role", "seconds",
-                 "path", "sha256", "width", "height", "flags"]
-SCORE_COLUMNS = ["key", "metric", "value"]
-SET_SCORE_COLUMNS = ["scheduler", "steps", "metric", "value", "ci_low", "ci_high", "n", "broken", "flags"]
+# Each table's columns and what they hold (files.read_table checks every value against these): a table with the
+# right columns but the wrong types is refused in one line when it is read, never a traceback later.
+IMAGE_SCHEMA = {"key": TEXT, "prompt_id": TEXT, "prompt": TEXT, "seed": WHOLE, "scheduler": TEXT, "steps": WHOLE,
+                "nfe": WHOLE, "role": TEXT, "seconds": NUMBER, "path": TEXT, "sha256": TEXT, "width": WHOLE,
+                "height": WHOLE, "flags": or_empty(TEXT)}
+JOB_SCHEMA = {"key": TEXT}
+SCORE_SCHEMA = {"key": TEXT, "metric": TEXT, "value": NUMBER}
+# `broken` and `flags` came later: a table without them reads as 0 and no flags
+SET_SCORE_SCHEMA = {"scheduler": TEXT, "steps": WHOLE, "metric": TEXT, "value": NUMBER, "ci_low": NUMBER,
+                    "ci_high": NUMBER, "n": WHOLE}
+SET_SCORE_OPTIONAL = {"broken": or_empty(WHOLE), "flags": or_empty(TEXT)}
+IMAGE_COLUMNS = list(IMAGE_SCHEMA)
+SCORE_COLUMNS = list(SCORE_SCHEMA)
+SET_SCORE_COLUMNS = [*SET_SCORE_SCHEMA, *SET_SCORE_OPTIONAL]
 UNIT_COLUMN = ["prompt_id", "seed", "scheduler", "steps"]  # a per-image value's place: unit x column
 # image flags meaning "no picture": such an image is never scored, nor anything against it
 BROKEN_FLAGS = ("nan", "blank")
@@ -40,10 +51,10 @@ def sweep_values(values: pd.DataFrame) -> pd.DataFrame:
 
 
 def with_references(images: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
-    """Sweep rows with `reference_key/path/sha256/flags`: the same prompt+seed's high-step image, and
+    """Sweep rows with `reference_key/sha256/flags`: the same prompt+seed's high-step image, and
     `excluded`: the image or its reference is broken (non-finite or blank), so it is scored against nothing."""
-    refs = images[images.role == REFERENCE][["prompt_id", "seed", "scheduler", "key", "path", "sha256", "flags"]]
-    refs = refs.rename(columns={"scheduler": "reference_scheduler", "key": "reference_key", "path": "reference_path",
+    refs = images[images.role == REFERENCE][["prompt_id", "seed", "scheduler", "key", "sha256", "flags"]]
+    refs = refs.rename(columns={"scheduler": "reference_scheduler", "key": "reference_key",
                                 "sha256": "reference_sha256", "flags": "reference_flags"})
     sweep = images[images.role == SWEEP].copy()
     sweep["reference_scheduler"] = [reference_scheduler(config, s) for s in sweep.scheduler]
