@@ -119,7 +119,9 @@ class RayExecutor:
         """The worker pool: started once per process and cluster, and kept warm across stages (render,
         then each metric), so Python, torch and evalkit are imported once per worker, not per map."""
         ray = self.ray
-        shape = (ray.get_runtime_context().get_job_id(), self.workers, self.gpus_per_worker)
+        context = ray.get_runtime_context()
+        # the session too: job ids restart at 01000000 in every new Ray instance, whose actors are not the old ones
+        shape = (context.get_session_name(), context.get_job_id(), self.workers, self.gpus_per_worker)
         if _POOL.get("shape") != shape:
             for actor in _POOL.get("actors", []):
                 with contextlib.suppress(Exception):  # a stale session's actors are gone already
@@ -170,7 +172,7 @@ class RayExecutor:
             raise _worker_error(failure) from None
 
 
-_POOL: dict[str, Any] = {}  # this process's Ray worker pool: shape (session, workers, GPUs), actors, start-up time
+_POOL: dict[str, Any] = {}  # this process's Ray pool: shape (session, job, workers, GPUs), actors, start-up time
 
 
 class _Worker:
