@@ -391,3 +391,20 @@ def test_compare_out_in_an_unusable_place_is_bad_input(tmp_path, evalkit_cli):
 ])
 def test_usage_errors_are_one_line(args, fragments, evalkit_cli):
     one_line(evalkit_cli(args), *fragments)
+
+
+def test_a_size_the_model_cannot_take_is_refused_before_rendering(tiny_sd_dir, tmp_path, sweep, evalkit_cli, capsys):
+    from tiny_models import save_tiny_flow
+
+    flux = save_tiny_flow(tmp_path / "flux", "flux-dev")
+    capsys.readouterr()  # the save's progress bars
+    args, out = sweep  # flags given twice: the last one wins
+    one_line(evalkit_cli(["run", *args, "--model", "builtin:mixture-flow", "--schedulers", "flow_euler",
+                          "--size", "33"]), "size 33 px can't be rendered by builtin:mixture-flow",
+             "multiples of 2 (it packs 2x2 pixels", "--size 32")
+    one_line(evalkit_cli(["run", *args, "--model", f"diffusers:{tiny_sd_dir}", "--size", "33"]),
+             "multiples of 2 (its VAE downsamples 2x)", "--size 32")
+    one_line(evalkit_cli(["run", *args, "--model", f"diffusers:{flux}", "--schedulers", "flow_euler",
+                          "--size", "40"]), "multiples of 16 (its VAE downsamples 8x and FLUX packs 2x2 latents)",
+             "--size 32")
+    nothing_rendered(out)

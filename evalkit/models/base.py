@@ -42,6 +42,10 @@ class Model:
     default_size: int | None = None  # None: leave the pipeline's own default
     # "np" gives float images, so NaNs can be flagged before quantisation; plugins promise only "pil"
     output_type: str = "np"
+    # image sides must be a multiple of this (the VAE's downsampling, latent packing), and `why`; pipelines round
+    # or refuse other sizes. 1: any size (or unknown, e.g. a python: plugin)
+    size_multiple: int = 1
+    size_why: str = ""
 
     @functools.cached_property
     def pipe(self) -> Any:

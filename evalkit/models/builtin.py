@@ -13,6 +13,7 @@ class Builtin(NamedTuple):
     factory: str  # the pipeline factory in that module
     config: str  # its shipped scheduler config in evalkit.models.exact.schedule
     scheduler_class: str  # the scheduler class of that config
+    size_multiple: int = 1  # what image sides must be a multiple of (the flow model packs 2x2 pixels, like FLUX)
 
 
 #: name -> where it lives: the DDPM-family exact model and its flow-matching twin
@@ -20,7 +21,7 @@ class Builtin(NamedTuple):
 BUILTINS = {
     "mixture": Builtin("pipeline", "mixture_pipeline", "SCHEDULER_CONFIG", "EulerDiscreteScheduler"),
     "mixture-flow": Builtin("flow_pipeline", "mixture_flow_pipeline", "FLOW_SCHEDULER_CONFIG",
-                            "FlowMatchEulerDiscreteScheduler"),
+                            "FlowMatchEulerDiscreteScheduler", size_multiple=2),
 }
 
 
@@ -38,4 +39,6 @@ def load_builtin(target: str, options: LoadOptions) -> Model:
         load_pipeline=getattr(module, builtin.factory),
         default_guidance=1.0,
         default_size=64,
+        size_multiple=builtin.size_multiple,
+        size_why="it packs 2x2 pixels into a token, as FLUX packs latents" if builtin.size_multiple > 1 else "",
     )

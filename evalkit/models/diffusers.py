@@ -51,12 +51,33 @@ def load_diffusers(target: str, options: LoadOptions) -> Model:
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    multiple, why = size_multiple(folder, pipeline_class)
     return Model(
         spec=target,
         identity=identity | {"pipeline": pipeline_class},
         scheduler_config=json.loads(scheduler_file.read_text()),
         load_pipeline=load_pipeline,
+        size_multiple=multiple,
+        size_why=why,
     )
+
+
+def size_multiple(folder: Path, pipeline_class: str) -> tuple[int, str]:
+    """What image sides must be a multiple of, from the saved configs (no weights loaded), and why: the VAE's
+    downsampling (2 ** (len(block_out_channels) - 1)), times FLUX's 2x2 latent packing or SD3's patch size.
+    Pipelines refuse (Stable Diffusion) or silently round (FLUX) other sizes. (1, "") when there is no VAE."""
+    vae = folder / "vae" / "config.json"
+    if not vae.is_file():
+        return 1, ""
+    scale = 2 ** (len(json.loads(vae.read_text()).get("block_out_channels") or [0]) - 1)
+    why = f"its VAE downsamples {scale}x"
+    transformer = folder / "transformer" / "config.json"
+    if "Flux" in pipeline_class:
+        return 2 * scale, why + " and FLUX packs 2x2 latents"
+    if "StableDiffusion3" in pipeline_class and transformer.is_file():
+        patch = int(json.loads(transformer.read_text()).get("patch_size") or 1)
+        return patch * scale, why + f" and its transformer's patches are {patch}x{patch} latents"
+    return scale, why
 
 
 def _resolve_folder(target: str, options: LoadOptions) -> Path:

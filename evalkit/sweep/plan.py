@@ -82,8 +82,14 @@ def reference_scheduler(config: SweepConfig, scheduler: str) -> str:
 
 
 def check_sweep(config: SweepConfig, model: Model) -> None:
-    """Every scheduler the sweep names must exist and accept every step count it will be given."""
+    """The image size fits the model, and every scheduler the sweep names exists and accepts every step count it
+    will be given."""
     _require_resolved(config)
+    size = RenderSettings.resolve(config, model).size
+    if size is not None and size % model.size_multiple:
+        fit = max(model.size_multiple, size - size % model.size_multiple)
+        raise EvalkitError(f"size {size} px can't be rendered by {model.spec}: sizes must be multiples of "
+                           f"{model.size_multiple} ({model.size_why}): use e.g. --size {fit}")
     for name in config.schedulers:
         check_compatible(get_scheduler(name), model.scheduler_config, model.spec, list(config.steps))
     for name in {reference_scheduler(config, s) for s in config.schedulers}:
