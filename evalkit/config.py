@@ -139,13 +139,7 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
             raise EvalkitError(f"unknown backend {v['backend']!r}: use {' or '.join(BACKENDS)} "
                                "(--backend ray needs `pip install 'evalkit[ray]'`)")
         v["backend"] = str(v["backend"]).lower()
-    for name in ("model", "prompts", "out", "device", "dtype", "negative_prompt", "reference_scheduler",
-                 "revision", "variant", "fid_reference", "backend", "ray_address"):
-        if v.get(name) is not None and not isinstance(v[name], str):
-            raise EvalkitError(f"{name} must be a string, got {v[name]!r}: quote it in the TOML file")
-    for name in PATH_KEYS:
-        if v.get(name) is not None and not (name == "fid_reference" and v[name] == OWN_REFERENCES):
-            v[name] = str(user_path(v[name]))
+    _strings(v)
     if isinstance(v.get("device"), str) and not DEVICES.fullmatch(v["device"]):
         raise EvalkitError(f"unknown device {v['device']!r}: use auto, cpu, cuda, cuda:N (e.g. cuda:1) or mps")
     if isinstance(v.get("dtype"), str) and v["dtype"] not in DTYPES:
@@ -233,6 +227,17 @@ def _read_toml(path: Path) -> dict[str, Any]:
             if not (key == "prompts" and values[key] == DEFAULT_PROMPTS):
                 values[key] = str(path.parent / values[key])
     return values
+
+
+def _strings(v: dict[str, Any]) -> None:
+    """String-valued keys must hold strings; the paths among them are resolved (`user_path`)."""
+    for name in ("model", "prompts", "out", "device", "dtype", "negative_prompt", "reference_scheduler",
+                 "revision", "variant", "fid_reference", "backend", "ray_address"):
+        if v.get(name) is not None and not isinstance(v[name], str):
+            raise EvalkitError(f"{name} must be a string, got {v[name]!r}: quote it in the TOML file")
+    for name in PATH_KEYS:
+        if v.get(name) is not None and not (name == "fid_reference" and v[name] == OWN_REFERENCES):
+            v[name] = str(user_path(v[name]))
 
 
 def _str_list(name: str, value: Any) -> list[str]:
