@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from expect import one_line_error
+
 import evalkit
 from evalkit.metrics import METRICS
 from evalkit.metrics.base import MetricOptions
@@ -48,13 +50,6 @@ def run_copy(scored, tmp_path) -> Path:
     folder = tmp_path / "run"
     shutil.copytree(scored, folder)
     return folder
-
-
-def one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 def sweep_args(prompts: str, out: Path) -> list[str]:

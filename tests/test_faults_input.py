@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from expect import one_line
+
 from evalkit.config import BACKENDS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,15 +26,6 @@ def sweep(tmp_path):
     out = tmp_path / "run"
     return ["--prompts", str(prompts), "--out", str(out), "--steps", "1,2", "--seeds", "1", "--reference-steps", "3",
             "--schedulers", "euler", "--metrics", "ssim", "--no-progress"], out
-
-
-def one_line(result, *fragments: str) -> str:
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, (fragment, err)
-    return err
 
 
 def nothing_rendered(out: Path) -> None:

@@ -16,6 +16,8 @@ import pytest
 import torch
 from PIL import Image
 
+from expect import one_line_error
+
 from evalkit.errors import EvalkitError
 from evalkit.metrics import METRICS
 from evalkit.metrics.plugins import plugin_scorer, plugin_values
@@ -46,13 +48,6 @@ def args(prompts: str, out: Path, *extra: str) -> list[str]:
     return ["run", "--prompts", prompts, "--out", str(out), "--schedulers", "euler", "--steps", "2,4", "--seeds", "2",
             "--reference-steps", "8", "--metrics", "ssim", "--device", "cpu", "--batch-size", "2", "--no-progress",
             *extra]
-
-
-def one_line_error(code: int, err: str, *fragments: str) -> None:
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, err
 
 
 def kept(out: Path) -> int:

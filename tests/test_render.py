@@ -13,12 +13,19 @@ from PIL import Image
 
 import evalkit
 from evalkit.errors import EvalkitError
-from evalkit.stages.render import _to_uint8
+from evalkit.models.base import image_pixels
+from evalkit.stages.render import _flags
 from evalkit.store.folder import RunDir
 from evalkit.store.tables import IMAGE_COLUMNS
 
 SMALL = dict(schedulers=["euler", "heun", "dpmpp_2m"], steps=[1, 2, 4], seeds=2, reference_steps=20)
 
+
+
+def to_uint8(image):
+    """What the renderer saves of one image: its uint8 pixels and flags."""
+    pixels, non_finite = image_pixels(image)
+    return pixels, _flags(pixels, non_finite)
 
 def sweep(tmp_path, prompts, name="run", **overrides):
     return evalkit.run({**SMALL, "prompts": prompts, "out": str(tmp_path / name), **overrides})
@@ -125,14 +132,14 @@ def test_a_killed_run_resumes_to_the_same_complete_result(tmp_path, prompts):
 def test_nan_and_blank_images_are_flagged():
     nan = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
     nan[0, 0, 0] = np.nan
-    assert _to_uint8(nan)[1] == ["nan"]
-    assert _to_uint8(np.full((8, 8, 3), np.nan, dtype=np.float32))[1] == ["nan", "blank"]
+    assert to_uint8(nan)[1] == ["nan"]
+    assert to_uint8(np.full((8, 8, 3), np.nan, dtype=np.float32))[1] == ["nan", "blank"]
     gray = np.full((8, 8, 3), 0.5, dtype=np.float32)
-    assert _to_uint8(gray)[1] == ["blank"]
+    assert to_uint8(gray)[1] == ["blank"]
     picture = np.random.default_rng(0).random((8, 8, 3)).astype(np.float32)
-    pixels, flags = _to_uint8(picture)
+    pixels, flags = to_uint8(picture)
     assert flags == [] and pixels.dtype == np.uint8
-    assert _to_uint8(Image.fromarray(pixels))[1] == []
+    assert to_uint8(Image.fromarray(pixels))[1] == []
 
 
 def test_a_cached_scheduler_renders_the_same_bytes_as_a_freshly_built_one():
@@ -161,6 +168,6 @@ def test_a_cached_scheduler_renders_the_same_bytes_as_a_freshly_built_one():
         fresh, _, _ = _call_pipeline(model, batch, settings, counter,
                                      build_scheduler(spec, model.scheduler_config))
         for a, b in zip(reused, fresh):
-            assert _to_uint8(a)[0].tobytes() == _to_uint8(b)[0].tobytes(), spec.name
+            assert to_uint8(a)[0].tobytes() == to_uint8(b)[0].tobytes(), spec.name
         checked.append(spec.name)
     assert len(checked) >= 10 and {"euler", "euler_a", "heun", "dpmpp_2m", "unipc", "ddim"} <= set(checked)

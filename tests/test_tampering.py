@@ -12,6 +12,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from expect import one_line
+
 import evalkit
 from evalkit.store.folder import RunDir
 
@@ -39,14 +41,6 @@ def run_copy(scored, tmp_path) -> Path:
     return folder
 
 
-def one_line_error(result: tuple[int, str, str], *fragments: str) -> None:
-    code, _, err = result
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
-    for fragment in fragments:
-        assert fragment in err, err
-
-
 def readers(folder: Path, baseline: Path, tmp_path: Path) -> list[list[str]]:
     """Every command that reads a scored run folder (through ScoredRun)."""
     return [["report", str(folder)], ["gate", "--baseline", str(baseline), "--candidate", str(folder)],
@@ -55,7 +49,7 @@ def readers(folder: Path, baseline: Path, tmp_path: Path) -> list[list[str]]:
 
 def every_reader_refuses(evalkit_cli, folder: Path, baseline: Path, tmp_path: Path, *fragments: str) -> None:
     for command in readers(folder, baseline, tmp_path):
-        one_line_error(evalkit_cli(command), *fragments)
+        one_line(evalkit_cli(command), *fragments)
 
 
 def images(folder: Path) -> pd.DataFrame:
@@ -125,7 +119,7 @@ def test_a_truncated_png_is_rendered_again_by_run_on_the_same_config(run_copy, e
     key = images(run_copy).query("role == @role").key.iloc[1]
     original = png(run_copy, key).read_bytes()
     png(run_copy, key).write_bytes(original[: len(original) // 2])
-    one_line_error(evalkit_cli(["report", str(run_copy)]), "no longer match the sha256 in images.parquet",
+    one_line(evalkit_cli(["report", str(run_copy)]), "no longer match the sha256 in images.parquet",
                    str(png(run_copy, key)), f"re-render them with `evalkit render {run_copy}`")
     code, out, err = evalkit_cli(rerun(run_copy))
     assert code == 0, err
@@ -310,7 +304,7 @@ def test_a_table_with_a_wrongly_typed_column_is_one_line(run_copy, scored, tmp_p
 def test_a_wrongly_typed_images_table_is_one_line_for_render_too_and_its_fix_works(run_copy, evalkit_cli):
     table = images(run_copy)
     table.assign(steps=table.steps.astype(str)).to_parquet(run_copy / "images.parquet", index=False)
-    one_line_error(evalkit_cli(rerun(run_copy)), "images.parquet: column 'steps' holds text ('2')",
+    one_line(evalkit_cli(rerun(run_copy)), "images.parquet: column 'steps' holds text ('2')",
                    f"delete it and rerun `evalkit render {run_copy}`")
     (run_copy / "images.parquet").unlink()
     code, out, err = evalkit_cli(["render", str(run_copy), "--no-progress"])
@@ -372,7 +366,7 @@ def test_a_spoiled_baseline_is_refused_as_well(run_copy, scored, evalkit_cli):
     summary = json.loads((run_copy / "summary.json").read_text())
     summary["min_steps"]["schedulers"]["euler"]["knee"] = {"ssim": "steep"}
     (run_copy / "summary.json").write_text(json.dumps(summary))
-    one_line_error(evalkit_cli(["gate", "--baseline", str(run_copy), "--candidate", str(scored)]),
+    one_line(evalkit_cli(["gate", "--baseline", str(run_copy), "--candidate", str(scored)]),
                    "field 'min_steps.schedulers.euler.knee.ssim' holds text ('steep')")
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from ..models import LoadOptions, Model, load_model, resolve_device
-from ..models.base import check_images, image_pixels
+from ..models.base import check_images
 from ..store.files import atomic_write
 from ..store.folder import RunDir
 from ..sweep.plan import RenderJob, RenderSettings
@@ -220,12 +220,6 @@ def _save_image(run: RunDir, rendered: Rendered) -> dict[str, Any]:
         "sha256": hashlib.sha256(data).hexdigest(), "width": rendered.width, "height": rendered.height,
         "flags": rendered.flags,
     }
-
-
-def _to_uint8(image: Any, spec: str = "the model") -> tuple[np.ndarray, list[str]]:
-    """One image of the output contract (PIL, or float HWC in [0, 1]) -> uint8 RGB, with its flags."""
-    pixels, non_finite = image_pixels(image, spec)
-    return pixels, _flags(pixels, non_finite)
 
 
 def _flags(pixels: np.ndarray, non_finite: bool) -> list[str]:

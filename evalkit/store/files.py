@@ -140,7 +140,7 @@ def _excerpt(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
-def read_table(path: Path, schema: Mapping[str, str] | Sequence[str], fix: str,
+def read_table(path: Path, schema: Mapping[str, str], fix: str,
                optional: Mapping[str, str] | None = None, unique: Sequence[str] = ()) -> pd.DataFrame:
     """A parquet table with (at least) the columns of `schema`; corrupt, foreign or unreadable -> one line with
     the fix.
@@ -149,9 +149,9 @@ def read_table(path: Path, schema: Mapping[str, str] | Sequence[str], fix: str,
     the right columns but the wrong types (steps as text, scores as strings) is refused here, in one line naming
     the file, the column, what it holds and the fix, instead of failing later in a merge or a sum. Checked
     columns come back as their kind: numbers as float64 (NaN for empty), whole numbers as int64 (float64 when
-    empty values are allowed), text as is. `optional` columns are checked the same way when present. A plain
-    list of columns checks only that they are there. With `unique`, no two rows may share those columns' values
-    (one value per image and metric, say): a repeated row would be counted twice by every reader."""
+    empty values are allowed), text as is. `optional` columns are checked the same way when present. With
+    `unique`, no two rows may share those columns' values (one value per image and metric, say): a repeated row
+    would be counted twice by every reader."""
     try:
         table = pd.read_parquet(path)
     except FileNotFoundError:
@@ -161,8 +161,7 @@ def read_table(path: Path, schema: Mapping[str, str] | Sequence[str], fix: str,
     missing = [c for c in schema if c not in table.columns]
     if missing:
         raise EvalkitError(f"{path} is not an evalkit table (no column {', '.join(missing)}): {fix}")
-    kinds = {**(schema if isinstance(schema, Mapping) else {}),
-             **{c: k for c, k in (optional or {}).items() if c in table.columns}}
+    kinds = {**schema, **{c: k for c, k in (optional or {}).items() if c in table.columns}}
     twice = [c for c in kinds if list(table.columns).count(c) > 1]
     if twice:
         raise EvalkitError(f"{path} is not an evalkit table (column {twice[0]} appears twice): {fix}")
