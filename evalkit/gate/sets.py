@@ -26,11 +26,9 @@ from ..store.tables import with_references
 from ..stages.features import feature_store
 from ..stages.score import metric_options
 from ..stages.targets import fixed_target, folder_images, is_stats, target_name
-from ..stats.bootstrap import SET_BOOTSTRAP, counts_of, orientation, percentile_ci, resample_draws
+from ..stats.bootstrap import SET_BOOTSTRAP, UNIT, counts_of, orientation, percentile_ci, resample_draws
 from .outcome import Outcome
 from .rules import Rule
-
-UNIT = ["prompt_id", "seed"]
 
 
 def check_targets(metric: str, base: ScoredRun, cand: ScoredRun) -> None:

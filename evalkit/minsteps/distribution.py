@@ -48,7 +48,7 @@ from ..config import SweepConfig
 from ..metrics import METRICS
 from ..store.folder import RunDir
 from ..store.tables import with_references
-from ..stats.bootstrap import DISTRIBUTION_BOOT, FLOOR_BOOT, SEED, percentile_ci, resample_counts
+from ..stats.bootstrap import DISTRIBUTION_BOOT, FLOOR_BOOT, SEED, UNIT, percentile_ci, resample_counts
 from ..stats.mmd import Kernel, mmd2_replicates, paired_mmd2
 from ..stages.features import feature_store
 from ..stages.score import ScoreResult, metric_options
@@ -136,7 +136,7 @@ def judge_schedulers(features: Callable[[list[str]], np.ndarray], sweep: pd.Data
     target image's sha256 per unit in `target_column`; `features(shas)` -> one row per image."""
     out = {}
     for scheduler, rows in sweep.dropna(subset=[target_column]).groupby("scheduler", sort=True):
-        units = rows.drop_duplicates(["prompt_id", "seed"]).sort_values(["prompt_id", "seed"])
+        units = rows.drop_duplicates(UNIT).sort_values(UNIT)
         steps = sorted(set(rows.steps))
         complete = [s for s in steps if len(rows[rows.steps == s]) == len(units)]
         target = features(list(units[target_column]))
@@ -146,7 +146,7 @@ def judge_schedulers(features: Callable[[list[str]], np.ndarray], sweep: pd.Data
                    if tolerance is None else "some step counts lack images for some prompt+seed units: rerender")
             out[scheduler] = {"min_steps": None, "reached": False, "why": why, "metric": distance.name}
             continue
-        columns = {s: features(list(rows[rows.steps == s].sort_values(["prompt_id", "seed"]).sha256)) for s in steps}
+        columns = {s: features(list(rows[rows.steps == s].sort_values(UNIT).sha256)) for s in steps}
         found = distribution_evidence(columns, target, tolerance, distance.kernel)
         out[scheduler] = {**decide(steps, {distance.name: found}), "metric": distance.name,
                           "distance": f"paired MMD^2, {distance.text}", "tolerance": tolerance, "n": len(units),

@@ -27,7 +27,7 @@ from ..metrics.plugins import PluginWeightsMissing
 from ..store.files import atomic_write, atomic_write_json, digest, read_cache
 from ..store.folder import RunDir
 from ..store.tables import SCORE_COLUMNS, is_broken, with_references
-from ..stats.bootstrap import SEED, SET_BOOTSTRAP, counts_of, percentile_ci, resample_draws
+from ..stats.bootstrap import SEED, SET_BOOTSTRAP, UNIT, counts_of, percentile_ci, resample_draws
 from ..sweep.plan import REFERENCE, SWEEP
 from .executors import LocalExecutor
 from .features import FeatureStore, feature_store, progress_bar
@@ -35,7 +35,6 @@ from .targets import fixed_target, folder_images, is_stats, target_id
 from .workers import MetricWorker
 
 CHECKPOINT_EVERY = 50  # batches between cache writes: an interrupted stage resumes from there
-UNIT = ["prompt_id", "seed"]
 
 
 @dataclass
