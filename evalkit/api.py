@@ -24,6 +24,7 @@ from .models import check_device, resolve_device
 from .store.folder import RunDir
 from .store.tables import join_values
 from .stages.aggregate import aggregate_scores
+from .stages.certify import settle
 from .stages.checks import check_image_size, check_metrics
 from .stages.executors import make_executor
 from .stages.render import RenderStats, render_jobs, renderer_for
@@ -80,6 +81,11 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
         executor = make_executor(config)
         renderer = renderer_for(executor, model, settings, model_options(config, device=config.device))
         stats = render_jobs(run_dir, jobs, renderer, config.batch_size, executor, progress=progress)
+        tiebreaks = settle(run_dir, jobs, config, model, prompts, lambda extra: stats.add(
+            render_jobs(run_dir, extra, renderer, config.batch_size, executor, progress=progress)))
+        jobs += tiebreaks
+        stats.planned = len(jobs)
+        run_dir.write_jobs([job.key for job in jobs])
     return Run(dir=run_dir.path, config=resolved, jobs=jobs, stats=stats)
 
 

@@ -15,12 +15,13 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 
 
 def _sweep_overrides(model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
-                     reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference):
+                     reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference,
+                     certify=None, check_scheduler=None):
     return dict(model=model, schedulers=parse_list(schedulers) if schedulers else None, steps=steps, seeds=seeds,
                 metrics=parse_list(metrics) if metrics else None, backbones=backbones, fid_reference=fid_reference,
                 prompts=prompts, out=out, batch_size=batch_size, device=device, dtype=dtype, guidance=guidance,
                 size=size, reference_steps=reference_steps, reference_scheduler=reference_scheduler,
-                negative_prompt=negative_prompt)
+                negative_prompt=negative_prompt, certify=certify, check_scheduler=check_scheduler)
 
 
 _CONFIG = typer.Argument(None, help="A sweep config (.toml) or, for stage commands, a run folder.")
@@ -34,6 +35,10 @@ _BACKEND = typer.Option(None, help="Where render and score run: local (default) 
 _RAY_ADDRESS = typer.Option(None, help="Ray cluster: unset starts a local one; auto | HOST:PORT joins one.")
 _WORKERS = typer.Option(None, help="Ray workers, one model/backbone replica each (default: one per CPU or GPU share).")
 _GPUS = typer.Option(None, help="GPUs per Ray worker (e.g. 1, or 0.5 to share a GPU).")
+_CERTIFY = typer.Option(None, "--certify/--no-certify",
+                        help="Check every reference against a second solution (default on; costs one more image "
+                             "per prompt+seed at reference_steps).")
+_CHECK_SCHEDULER = typer.Option(None, help="The solver of that second solution (default: the model family's).")
 _PLOTLY_JS = typer.Option("inline", help="inline: plotly.js inside the HTML (one self-contained file) | shared: "
                                          "one plotly.min.js beside the HTML, loaded by relative path.")
 
@@ -48,6 +53,7 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
         out: Optional[str] = _OUT, batch_size: Optional[int] = typer.Option(None), device: Optional[str] = None,
         dtype: Optional[str] = None, guidance: Optional[float] = None, size: Optional[int] = None,
         reference_steps: Optional[int] = None, reference_scheduler: Optional[str] = None,
+        certify: Optional[bool] = _CERTIFY, check_scheduler: Optional[str] = _CHECK_SCHEDULER,
         negative_prompt: Optional[str] = None,
         metrics: Optional[str] = typer.Option(None, help="Comma-separated metrics (default: all; `evalkit metrics`)."),
         backbones: Optional[str] = typer.Option(None, help="metric=backbone pairs, e.g. lpips=vgg."),
@@ -59,8 +65,8 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
     check_plotly_js(plotly_js)
     resolved = resolve_config(_path(config), **_sweep_overrides(  # config errors come before the stages are imported
         model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
-        reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference),
-        **_execution(backend, ray_address, workers, gpus_per_worker))
+        reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference, certify,
+        check_scheduler), **_execution(backend, ray_address, workers, gpus_per_worker))
     _INTERRUPTED_RUN.append(resolved.run_dir())
     from .api import run as run_sweep
 

@@ -53,9 +53,14 @@ class SweepConfig:
     # A common high-step reference per prompt+seed, rendered with a high-order deterministic
     # solver: more accurate than "the same scheduler at 1000 steps" (FIELD-NOTES) and one
     # reference per prompt+seed instead of one per scheduler. "same" = each scheduler's own.
-    # None: the model family's (FAMILY_DEFAULTS: dpmpp_2m_karras, or flow_dpmpp_2m_karras for flow models)
+    # None: the model family's (sweep/schedulers.py FAMILY_DEFAULTS)
     reference_scheduler: str | None = None
     reference_steps: int = 200
+    # Certified references (stages/certify.py): every deterministic reference is checked against a second
+    # solution of the same ODE from the same noise, by `check_scheduler` at reference_steps (None: the family's);
+    # a unit whose two solutions disagree is left out of convergence metrics and fails the gate by default.
+    certify: bool = True
+    check_scheduler: str | None = None
     revision: str | None = None
     variant: str | None = None
     metrics: tuple[str, ...] = field(default=())  # score stage; () = every registered metric
@@ -130,6 +135,9 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
                            f"{3 * 4 * v['size'] ** 2 / 2**30:.0f} GiB of float32 pixels alone): use e.g. --size 512")
     if v.get("guidance") is not None:
         v["guidance"] = _number("guidance", v["guidance"])
+    if "certify" in v and not isinstance(v["certify"], bool):
+        raise EvalkitError(f"certify must be true or false, got {v['certify']!r}: e.g. certify = false (or "
+                           "--no-certify) to skip the second solution of each reference")
     if "gpus_per_worker" in v:
         v["gpus_per_worker"] = _number("gpus_per_worker", v["gpus_per_worker"])
         if v["gpus_per_worker"] < 0:
@@ -232,7 +240,7 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _strings(v: dict[str, Any]) -> None:
     """String-valued keys must hold strings; the paths among them are resolved (`user_path`)."""
     for name in ("model", "prompts", "out", "device", "dtype", "negative_prompt", "reference_scheduler",
-                 "revision", "variant", "fid_reference", "backend", "ray_address"):
+                 "check_scheduler", "revision", "variant", "fid_reference", "backend", "ray_address"):
         if v.get(name) is not None and not isinstance(v[name], str):
             raise EvalkitError(f"{name} must be a string, got {v[name]!r}: quote it in the TOML file")
     for name in PATH_KEYS:

@@ -5,6 +5,12 @@ scheduler converges to is computable (a tight ODE solve from the same noise). Fo
 and tolerances that judge the harness's sweep against its high-step reference are applied to the same sweep
 against that ground truth; the two answers must agree to within one swept step count per scheduler.
 
+Reference certification is checked on every run: the units it leaves uncertified must be exactly those whose
+reference is wrong (stages/certify.py's bound, applied to the reference and the ground truth). With the default
+references nothing is wrong or flagged; builtin:mixture-early (every prompt picks its picture near t = 1) is also
+run with a deliberately weak reference, Karras spacing at 50 steps, which draws another picture for some units:
+certification must flag exactly those, and the answers, judged without them, must still match the ground truth's.
+
 It drives whole runs (render, score, report) through the api, so it sits beside the CLI, above every stage:
 minsteps/ supplies the rule it checks and must not import the api.
 """
@@ -32,7 +38,8 @@ from .models import load_model
 from .store.files import atomic_write, make_dirs
 from .store.folder import RunDir
 from .store.read import ScoredRun
-from .store.tables import UNIT_COLUMN, with_references
+from .store.tables import CORRECTED, UNCERTIFIED, UNCHECKED, UNIT_COLUMN, with_references
+from .stages.certify import agree, distances
 from .stages.features import feature_store
 from .stages.workers import load_images
 from .stats.bootstrap import bootstrap_means
@@ -40,6 +47,9 @@ from .sweep.schedulers import FAMILY_DEFAULTS, SCHEDULERS
 
 METRIC = "ssim"  # weight-free, so the self-test runs on any machine
 MODELS = {"ddpm": "builtin:mixture", "flow": "builtin:mixture-flow"}  # family -> its exact model
+EARLY = "builtin:mixture-early"  # flow family; every prompt's picture is chosen near t = 1
+# A reference that steps over that choice (bench/README.md, "Reference solvers"): wrong on some units of EARLY
+WEAK_REFERENCE, WEAK_STEPS = "flow_dpmpp_2m_karras", 50
 
 
 def selftest(config: SweepConfig) -> tuple[list[dict[str, Any]], bool]:
@@ -56,6 +66,8 @@ def selftest(config: SweepConfig) -> tuple[list[dict[str, Any]], bool]:
         if named and family not in named:  # a config that names schedulers checks only their families
             continue
         rows += [{"family": family, **row} for row in _selftest_one(family_config(config, family, model))]
+    if not named or "flow" in named:
+        rows += [{"family": "early", **row} for row in _selftest_one(early_config(config))]
     # stochastic samplers: the distribution rule against exact samples of builtin:mixture's distribution
     stochastic = tuple(s for s in (config.schedulers or FAMILY_DEFAULTS["ddpm"].schedulers)
                        if SCHEDULERS.get(s).stochastic and SCHEDULERS.get(s).family == "ddpm")
@@ -78,6 +90,14 @@ def family_config(config: SweepConfig, family: str, model: str) -> SweepConfig:
         reference = None
     return dataclasses.replace(config, model=model, metrics=(METRIC,), schedulers=tuple(chosen),
                                reference_scheduler=reference, out=str(config.run_dir() / family))
+
+
+def early_config(config: SweepConfig) -> SweepConfig:
+    """The flow family's sweep on builtin:mixture-early, below WEAK_STEPS, against the weak reference, certified."""
+    steps = tuple(n for n in config.steps if n < WEAK_STEPS) or (1, 2, 4, 8)
+    return dataclasses.replace(family_config(config, "flow", EARLY), steps=steps, reference_scheduler=WEAK_REFERENCE,
+                               reference_steps=WEAK_STEPS, certify=True, check_scheduler=None,
+                               out=str(config.run_dir() / "early"))
 
 
 def format_rows(rows: list[dict[str, Any]]) -> list[str]:
@@ -110,8 +130,35 @@ def _selftest_one(config: SweepConfig) -> list[dict[str, Any]]:
     values = pd.DataFrame(values, columns=[*UNIT_COLUMN, "metric", "value"])
     truth = summarize_min_steps(bootstrap_means(values), values, images, tolerance)["schedulers"]
     steps = sorted(config.steps)
-    return [_row(s, harness[s]["min_steps"], truth[s]["min_steps"], steps, "per-seed convergence (ssim)")
+    rows = [_row(s, harness[s]["min_steps"], truth[s]["min_steps"], steps, "per-seed convergence (ssim)")
             for s in sorted(truth)]
+    return rows + [certification_row(scored, folder, truth_paths)]
+
+
+def certification_row(scored: ScoredRun, folder: RunDir, truth: dict[tuple[str, int], Any]) -> dict[str, Any]:
+    """Units whose check disagreed with their reference (then corrected or uncertified) vs units whose reference is
+    wrong (stages/certify.py's bound applied to the reference and the ground truth): they must be the same units,
+    and every reference that stands after certification (the check, for a corrected one) must be right."""
+    refs = scored.certification
+
+    def wrong(keys: pd.Series) -> set[tuple[str, int]]:
+        ssim, _, mean = distances(load_images(folder.image_path(k) for k in keys),
+                                  load_images(truth[(p, s)] for p, s in zip(refs.prompt_id, refs.seed)))
+        return {(p, int(s)) for p, s, a, m in zip(refs.prompt_id, refs.seed, ssim.tolist(), mean.tolist())
+                if not agree(a, m)}
+
+    flagged = {(p, int(s)) for p, s, status in zip(refs.prompt_id, refs.seed, refs.status)
+               if status in (CORRECTED, UNCERTIFIED)}
+    standing = refs.key.where(refs.status != CORRECTED, refs.check_key)
+    unjudged = set(zip(refs.prompt_id[refs.status == UNCERTIFIED], refs.seed[refs.status == UNCERTIFIED]))
+    truly, still = wrong(refs.key), wrong(standing) - {(p, int(s)) for p, s in unjudged}
+    counts = {status: int((refs.status == status).sum()) for status in (CORRECTED, UNCERTIFIED, UNCHECKED)}
+    names = ", ".join(f"{p}/{s}" for p, s in sorted(flagged | truly)[:6])
+    return {"scheduler": f"references x{len(refs)}", "harness": len(flagged), "truth": len(truly),
+            "match": flagged == truly and not still and not counts[UNCHECKED],
+            "rule": "certification (flagged vs wrong units)",
+            "why": ", ".join(f"{n} {status}" for status, n in counts.items() if n) + (f": {names}" if names else "")
+                   + (f"; still wrong after correction: {len(still)}" if still else "")}
 
 
 def ground_truth_images(run: RunDir, sweep: pd.DataFrame, config: SweepConfig) -> dict[tuple[str, int], Any]:

@@ -20,6 +20,7 @@ from ..models import Model
 from ..store.folder import RunDir
 from ..store.tables import join_values
 from ..stages.aggregate import aggregate_scores
+from ..stages.certify import settle
 from ..stages.checks import scorable
 from ..stages.executors import make_executor
 from ..stages.render import render_jobs, renderer_for
@@ -62,9 +63,10 @@ class _Evaluator:
     def evaluate(self, scheduler: str, counts: list[int]) -> dict[str, Any]:
         config = dataclasses.replace(self.config, schedulers=(scheduler,), steps=tuple(sorted(counts)))
         jobs = plan_jobs(config, self.model, self.prompts)
+        self._render(jobs)
+        self.run.write_jobs([j.key for j in jobs])  # what `settle` reads as the current sweep
+        jobs += settle(self.run, jobs, config, self.model, self.prompts, self._render)
         self.keys.update(dict.fromkeys(j.key for j in jobs))
-        self.rendered += render_jobs(self.run, jobs, self.renderer, config.batch_size, self.executor,
-                                     progress=False).rendered
         table = self.run.read_images().set_index("key")
         images = table.loc[[j.key for j in jobs]].reset_index()
         self.run.check_intact(images)
@@ -73,6 +75,10 @@ class _Evaluator:
                                      images, self.gates, judge_run(self.run, images, config, outcome, self.executor))
         self.header = {k: v for k, v in answer.items() if k != "schedulers"}
         return answer["schedulers"][scheduler]
+
+    def _render(self, jobs: list) -> None:
+        self.rendered += render_jobs(self.run, jobs, self.renderer, self.config.batch_size, self.executor,
+                                     progress=False).rendered
 
 
 def adaptive_min_steps(config: SweepConfig | str | None = None, tolerances: dict[str, float] | None = None,

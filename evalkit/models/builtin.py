@@ -16,12 +16,14 @@ class Builtin(NamedTuple):
     size_multiple: int = 1  # what image sides must be a multiple of (the flow model packs 2x2 pixels, like FLUX)
 
 
-#: name -> where it lives: the DDPM-family exact model and its flow-matching twin
-#: (loaded lazily: neither is imported until asked for)
+#: name -> where it lives: the DDPM-family exact model, its flow-matching twin, and the twin whose every picture is
+#: chosen near t = 1 (exact/variants.py) (loaded lazily: none is imported until asked for)
 BUILTINS = {
     "mixture": Builtin("pipeline", "mixture_pipeline", "SCHEDULER_CONFIG", "EulerDiscreteScheduler"),
     "mixture-flow": Builtin("flow_pipeline", "mixture_flow_pipeline", "FLOW_SCHEDULER_CONFIG",
                             "FlowMatchEulerDiscreteScheduler", size_multiple=2),
+    "mixture-early": Builtin("flow_pipeline", "mixture_early_pipeline", "FLOW_SCHEDULER_CONFIG",
+                             "FlowMatchEulerDiscreteScheduler", size_multiple=2),
 }
 
 

@@ -44,6 +44,11 @@ class RenderStats:
     load_seconds: float = 0.0  # local backend: loading the model's pipeline (lazily, at the first batch)
     replaced: int = 0  # images rendered again because their PNG no longer matched its sha256
 
+    def add(self, more: RenderStats) -> None:
+        """A later render_jobs call of the same command (the references' tie-breaks) counted in."""
+        for name in ("rendered", "seconds", "pipeline_seconds", "load_seconds", "replaced"):
+            setattr(self, name, getattr(self, name) + getattr(more, name))
+
 
 @dataclass(frozen=True)
 class Rendered:

@@ -28,7 +28,8 @@ from ..store.files import atomic_write, atomic_write_json, digest, read_cache
 from ..store.folder import RunDir
 from ..store.tables import SCORE_COLUMNS, is_broken, with_references
 from ..stats.bootstrap import SEED, SET_BOOTSTRAP, UNIT, counts_of, percentile_ci, resample_draws
-from ..sweep.plan import REFERENCE, SWEEP
+from ..sweep.plan import CHECK, REFERENCE, SWEEP
+from .certify import certify
 from .executors import LocalExecutor
 from .features import FeatureStore, feature_store, progress_bar
 from .targets import fixed_target, folder_images, is_stats, target_id
@@ -45,6 +46,7 @@ class ScoreResult:
     # per (scheduler, steps, metric): images left unscored because they or their reference are broken
     broken: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["scheduler", "steps", "metric", "broken"]))
     skipped: dict[str, str] = field(default_factory=dict)  # metric -> why, and how to fetch its weights
+    references: pd.DataFrame | None = None  # each reference's certification (stages/certify.py)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # metric -> facts for summary.json
     warnings: list[str] = field(default_factory=list)  # filled by the summary: small n, stochastic samplers
 
@@ -64,10 +66,15 @@ def metric_facts(spec: MetricSpec, options: MetricOptions) -> dict[str, Any]:
 def score_images(run: RunDir, images: pd.DataFrame, config: SweepConfig, names: list[str],
                  executor: Any = None, progress: bool = False) -> ScoreResult:
     """Score on the executor's workers (default: this process); the driver reads images and writes caches.
-    With `progress`, a bar per metric (and per feature extractor) for the images it computes now."""
+    With `progress`, a bar per metric (and per feature extractor) for the images it computes now.
+
+    References are certified first (certify.py): a sweep image is measured against its reference, or the check image
+    standing in for a corrected one; against an uncertified reference it gets no value on a convergence metric.
+    Check images only certify: no metric scores them."""
     executor = executor or LocalExecutor()
-    result = ScoreResult(scores=pd.DataFrame(columns=SCORE_COLUMNS))
-    pairs = with_references(images, config)
+    result = ScoreResult(scores=pd.DataFrame(columns=SCORE_COLUMNS), references=certify(run, images, config))
+    pairs = with_references(images, config, result.references)  # check images stand in for corrected references
+    images = images[images.role != CHECK]
     frames = []
     for name in names:
         try:
@@ -135,7 +142,7 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
     identity = json.dumps(facts, sort_keys=True) + (spec.feature_id(options) if spec.embeddings else "")
     cache_file = run.score_cache(spec.name, identity)
     cache = read_cache(cache_file, valid=_is_number)
-    todo = rows[~rows.excluded & ~rows.content.isin(cache.keys())].drop_duplicates("content")
+    todo = rows[~rows.excluded & ~rows.uncertified & ~rows.content.isin(cache.keys())].drop_duplicates("content")
     truncated_now = _compute_values(spec, run, todo, options, executor, progress, cache, cache_file)
     notes_file = run.score_notes(spec.name, identity)
     truncated = {p for p in read_cache(notes_file, list) if isinstance(p, str)}
@@ -144,7 +151,8 @@ def _image_metric(spec: MetricSpec, run: RunDir, images: pd.DataFrame, pairs: pd
         truncated |= truncated_now
         if truncated:
             atomic_write(notes_file, json.dumps(sorted(truncated)).encode())
-    values = rows.content.map(cache).where(~rows.excluded)  # a broken image (or reference) has no value
+    # a broken image (or reference) has no value, nor has an image on a convergence metric to an uncertified reference
+    values = rows.content.map(cache).where(~rows.excluded & ~rows.uncertified)
     frame = pd.DataFrame({"key": rows.key.to_numpy(), "metric": spec.name, "value": values.to_numpy(dtype=float)})
     return frame, len(todo), sorted(truncated & set(rows.prompt))
 
@@ -156,7 +164,7 @@ def _content_rows(spec: MetricSpec, images: pd.DataFrame, pairs: pd.DataFrame) -
         rows = pairs.dropna(subset=["reference_key"]).copy()
         rows["content"] = rows.sha256 + ":" + rows.reference_sha256
     elif spec.inputs == IMAGE_PROMPT:
-        rows = images.assign(excluded=[is_broken(f) for f in images["flags"]])
+        rows = images.assign(excluded=[is_broken(f) for f in images["flags"]], uncertified=False)
         rows["content"] = [f"{sha}:{digest(prompt)}" for sha, prompt in zip(rows.sha256, rows.prompt)]
     else:
         raise ValueError(f"metric {spec.name}: unsupported inputs {spec.inputs!r}")

@@ -16,14 +16,25 @@ from ..metrics import METRICS
 from ..store.folder import RunDir
 from ..store.tables import SMALL_N, broken_images
 from ..sweep.schedulers import SCHEDULERS
+from .certify import summarize
 from .score import ScoreResult
 
 PACKAGES = ("evalkit", "torch", "diffusers", "transformers", "open-clip-torch", "lpips", "torchmetrics", "numpy",
             "pandas")
 
 
-def warnings_for(table: pd.DataFrame, config: SweepConfig, images: pd.DataFrame | None = None) -> list[str]:
+def warnings_for(table: pd.DataFrame, config: SweepConfig, images: pd.DataFrame | None = None,
+                 references: dict[str, Any] | None = None) -> list[str]:
     out = []
+    for status, what in (("corrected", "corrected: the check disagreed, a tie-break at twice the steps sided with the "
+                                        "check, which stands in for them"),
+                         ("uncertified", "uncertified: no two of reference, check and tie-break agree (or the check "
+                                         "is broken); left out of convergence metrics, failing the gate by default")):
+        units = (references or {}).get(f"{status}_units") or []
+        if units:
+            named = ", ".join(f"{u['prompt_id']} seed {u['seed']}" for u in units[:8]) + (" ..." if len(units) > 8 else "")
+            out.append(f"{len(units)} of {references['checked']} references {what}: {named}; a more accurate "
+                       "reference_scheduler or more reference_steps avoids this")
     broken = broken_images(images) if images is not None else {}
     if broken:
         out.append(f"{sum(broken.values())} broken image(s) (non-finite or blank output), left unscored and failing "
@@ -42,10 +53,12 @@ def warnings_for(table: pd.DataFrame, config: SweepConfig, images: pd.DataFrame 
 
 def write_summary(run: RunDir, config: SweepConfig, device: str, result: ScoreResult, table: pd.DataFrame,
                   extra: dict[str, Any] | None = None, images: pd.DataFrame | None = None) -> dict[str, Any]:
+    references = summarize(result.references, config)
     summary = {
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "warnings": result.warnings + warnings_for(table, config, images),
+        "warnings": result.warnings + warnings_for(table, config, images, references),
         "broken_images": broken_images(images) if images is not None else {},
+        "references": references,
         "config": {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()},
         "device": device,
         "metrics": result.metrics,

@@ -1,9 +1,10 @@
 """The run folder: the one owner of every path in it (caches included), its lock, and the images table.
 
 Layout (README "What a run folder holds"): config.toml, images/<key>.png, images.parquet (+ images.journal while a
-render runs), jobs.parquet, scores.parquet, set_scores.parquet, summary.json, report.html, and cache/ (per-image
-scores, set-metric features, set-metric intervals, ground-truth images of the exact models). Every file is
-written atomically; an image is trusted only if its bytes still hash to the sha256 its row recorded.
+render runs), jobs.parquet, references.parquet, scores.parquet, set_scores.parquet, summary.json, report.html, and
+cache/ (per-image scores, reference certification, set-metric features, set-metric intervals, ground-truth images of
+the exact models). Every file is written atomically; an image is trusted only if its bytes still hash to the
+sha256 its row recorded.
 
 No path is ever read from a table: an image's file is `image_path(key)`, derived from its key (a hex content hash)
 here and nowhere else. A row whose stored `path` is not `images/<key>.png` is not an image of this folder: the
@@ -26,16 +27,16 @@ import pandas as pd
 
 from ..config import OWN_REFERENCES, TOML_HEADER, SweepConfig, to_toml
 from ..errors import EvalkitError
-from ..sweep.plan import REFERENCE, SWEEP
+from ..sweep.plan import CHECK, REFERENCE, SWEEP
 from .files import (TMP_PREFIX, UMASK, atomic_write, atomic_write_json, atomic_write_table, digest, fits, read_json,
                     read_table, sha256_of, write_all, write_failed)
-from .tables import (IMAGE_COLUMNS, IMAGE_SCHEMA, JOB_SCHEMA, SCORE_COLUMNS, SCORE_SCHEMA, SET_SCORE_COLUMNS,
-                     SET_SCORE_OPTIONAL, SET_SCORE_SCHEMA)
+from .tables import (CERTIFICATION_COLUMNS, CERTIFICATION_SCHEMA, IMAGE_COLUMNS, IMAGE_SCHEMA, JOB_SCHEMA,
+                     SCORE_COLUMNS, SCORE_SCHEMA, SET_SCORE_COLUMNS, SET_SCORE_OPTIONAL, SET_SCORE_SCHEMA)
 
 RERENDER, RESCORE = "`evalkit render {dir}`", "`evalkit score {dir}`"
 # An image key is a hex content hash (sweep.plan.job_key): images/<key>.png can only name a file in images/.
 KEY = re.compile(r"[0-9a-f]{8,64}")
-ROLES = (SWEEP, REFERENCE)
+ROLES = (SWEEP, REFERENCE, CHECK)
 
 
 class RunDir:
@@ -52,6 +53,7 @@ class RunDir:
         self.jobs_table = self.path / "jobs.parquet"  # the current sweep's keys, in plan order
         self.scores_table = self.path / "scores.parquet"
         self.set_scores_table = self.path / "set_scores.parquet"
+        self.references_table = self.path / "references.parquet"  # each reference's certification
         self.summary_file = self.path / "summary.json"
         self.report_file = self.path / "report.html"
         self.lock_file = self.path / ".lock"
@@ -60,6 +62,7 @@ class RunDir:
         self.features_root = self.cache_dir / "features"  # one folder per feature extractor
         self.intervals_dir = self.cache_dir / "intervals"  # set-metric values and intervals, one file per metric
         self.groundtruth_dir = self.cache_dir / "groundtruth"  # the exact models' ground-truth images (selftest)
+        self.certify_cache = self.cache_dir / "certify.json"  # reference vs check agreement, by both images' content
 
     # -- paths --------------------------------------------------------------------------------------------
     def image_path(self, key: str) -> Path:
@@ -168,6 +171,9 @@ class RunDir:
     def write_set_scores(self, table: pd.DataFrame) -> None:
         atomic_write_table(self.set_scores_table, table)
 
+    def write_references(self, table: pd.DataFrame) -> None:
+        atomic_write_table(self.references_table, table)
+
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_json(self.summary_file, summary, indent=2)
 
@@ -190,6 +196,14 @@ class RunDir:
         table = table.assign(broken=table.get("broken", 0), flags=table.get("flags", "")).fillna(
             {"flags": "", "broken": 0})
         return table.astype({"broken": int})[SET_SCORE_COLUMNS]
+
+    def read_references(self) -> pd.DataFrame | None:
+        """references.parquet, typed (CERTIFICATION_SCHEMA), one row per reference image; None for a run scored
+        before references were certified."""
+        if not self.references_table.is_file():
+            return None
+        return read_table(self.references_table, CERTIFICATION_SCHEMA, self._rescore, unique=["key"])[
+            CERTIFICATION_COLUMNS]
 
     @property
     def _rescore(self) -> str:
@@ -302,7 +316,7 @@ class RunDir:
             row = alien.iloc[0]
             own = self.image_row_path(row.key)
             what = f"names {row.path!r}, not {own}" if row.path != own else \
-                f"has role {row.role!r}, not {' or '.join(ROLES)}"
+                f"has role {row.role!r}, not one of {', '.join(ROLES)}"
             raise EvalkitError(f"{self.images_table}: the row of image {row.key} {what}: it is not an image of this "
                                f"folder ({len(alien)} such row(s) in the current sweep): {redo}")
         missing = [k for k, sha in zip(images["key"], images["sha256"])

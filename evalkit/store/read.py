@@ -20,7 +20,7 @@ from ..metrics import METRICS
 from ..sweep.plan import REFERENCE, SWEEP
 from .files import BOOL, NUMBER, TEXT, WHOLE, fits, held, or_empty, read_json
 from .folder import RESCORE, RunDir
-from .tables import has_flag, is_broken, join_values, sweep_values
+from .tables import CERTIFICATION_COLUMNS, UNCERTIFIED, has_flag, is_broken, join_values, sweep_values
 
 Column = tuple[str, int]  # (scheduler, steps)
 # The quality metric readers lead with when none is named (recommend, the report's Pareto and per-prompt views):
@@ -56,10 +56,13 @@ class ScoredRun:
 
     dir: Path
     config: SweepConfig
-    images: pd.DataFrame  # the current sweep's rows (role SWEEP) and its references (REFERENCE), plan order
+    images: pd.DataFrame  # the current sweep's rows (SWEEP), its references (REFERENCE) and checks (CHECK), plan order
     values: pd.DataFrame  # per image: key, metric, value, prompt_id, prompt, seed, scheduler, steps, role
     set_scores: pd.DataFrame  # SET_SCORE_COLUMNS
     summary: dict[str, Any]
+    # references.parquet: each reference's certification (stages/certify.py); None for a run scored before
+    # references were certified
+    certification: pd.DataFrame | None = None
 
     FILES = ("config.toml", "images.parquet", "jobs.parquet", "scores.parquet", "set_scores.parquet", "summary.json")
 
@@ -80,7 +83,7 @@ class ScoredRun:
         images = folder.current_images()
         images = images.assign(flags=images["flags"].fillna("").astype(str))
         values = join_values(folder.read_scores(), images)
-        return cls(folder.path, config, images, values, folder.read_set_scores(), summary)
+        return cls(folder.path, config, images, values, folder.read_set_scores(), summary, folder.read_references())
 
     # -- images ---------------------------------------------------------------------------------------------
     @property
@@ -90,6 +93,11 @@ class ScoredRun:
     @property
     def references(self) -> pd.DataFrame:
         return self.images[self.images.role == REFERENCE]
+
+    def uncertified(self) -> pd.DataFrame:
+        """References whose second solution disagrees (certify.UNCERTIFIED): their units have no convergence values."""
+        table = self.certification
+        return table[table.status == UNCERTIFIED] if table is not None else pd.DataFrame(columns=CERTIFICATION_COLUMNS)
 
     def sweep_values(self) -> pd.DataFrame:
         """Per-image values of the sweep, in the shape stats takes."""

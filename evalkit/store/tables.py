@@ -20,7 +20,18 @@ SCORE_SCHEMA = {"key": TEXT, "metric": TEXT, "value": NUMBER}
 SET_SCORE_SCHEMA = {"scheduler": TEXT, "steps": WHOLE, "metric": TEXT, "value": NUMBER, "ci_low": NUMBER,
                     "ci_high": NUMBER, "n": WHOLE}
 SET_SCORE_OPTIONAL = {"broken": or_empty(WHOLE), "flags": or_empty(TEXT)}
+# references.parquet: per reference image, the check image that certifies it and how far apart the two are
+# (stages/certify.py); ssim and the errors are empty where nothing was compared
+CERTIFICATION_SCHEMA = {"key": TEXT, "prompt_id": TEXT, "seed": WHOLE, "scheduler": TEXT,
+                        "check_scheduler": or_empty(TEXT), "check_key": or_empty(TEXT), "ssim": or_empty(NUMBER),
+                        "max_error": or_empty(NUMBER), "mean_error": or_empty(NUMBER),
+                        "tiebreak_key": or_empty(TEXT), "status": TEXT}
+# a reference's `status` there: its check agrees (or a tie-break sides with it); a tie-break sides with the check,
+# which then stands in for it; no two of the three agree, or the check is broken; or it was not checked
+# (certification off, a stochastic reference, the check solver's own reference, or a broken reference)
+CERTIFIED, CORRECTED, UNCERTIFIED, UNCHECKED = "certified", "corrected", "uncertified", "unchecked"
 IMAGE_COLUMNS = list(IMAGE_SCHEMA)
+CERTIFICATION_COLUMNS = list(CERTIFICATION_SCHEMA)
 SCORE_COLUMNS = list(SCORE_SCHEMA)
 SET_SCORE_COLUMNS = [*SET_SCORE_SCHEMA, *SET_SCORE_OPTIONAL]
 UNIT_COLUMN = ["prompt_id", "seed", "scheduler", "steps"]  # a per-image value's place: unit x column
@@ -50,21 +61,32 @@ def sweep_values(values: pd.DataFrame) -> pd.DataFrame:
     return values[values.role == SWEEP][[*UNIT_COLUMN, "metric", "value"]]
 
 
-def with_references(images: pd.DataFrame, config: SweepConfig) -> pd.DataFrame:
-    """Sweep rows with `reference_key/sha256/flags`: the same prompt+seed's high-step image, and
-    `excluded`: the image or its reference is broken (non-finite or blank), so it is scored against nothing."""
+def with_references(images: pd.DataFrame, config: SweepConfig, certification: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Sweep rows with `reference_key/sha256/flags`: the same prompt+seed's high-step image (or, where
+    `certification` says CORRECTED, the check image standing in for it: stages/certify.py);
+    `excluded`: the image or its reference is broken (non-finite or blank), so it is scored against nothing; and
+    `uncertified`: its reference is UNCERTIFIED, so no convergence metric is taken against it."""
     refs = images[images.role == REFERENCE][["prompt_id", "seed", "scheduler", "key", "sha256", "flags"]]
+    if certification is not None:
+        stand_in = dict(zip(certification.key[certification.status == CORRECTED],
+                            certification.check_key[certification.status == CORRECTED]))
+        rows = images.set_index("key")
+        for column in ("sha256", "flags"):
+            refs[column] = [rows.at[stand_in[k], column] if k in stand_in else v for k, v in zip(refs.key, refs[column])]
+        refs["key"] = [stand_in.get(k, k) for k in refs.key]
+    uncertified = set() if certification is None else set(certification.key[certification.status == UNCERTIFIED])
     refs = refs.rename(columns={"scheduler": "reference_scheduler", "key": "reference_key",
                                 "sha256": "reference_sha256", "flags": "reference_flags"})
     sweep = images[images.role == SWEEP].copy()
     sweep["reference_scheduler"] = [reference_scheduler(config, s) for s in sweep.scheduler]
     pairs = sweep.merge(refs, on=["prompt_id", "seed", "reference_scheduler"], how="left")
     pairs["excluded"] = [is_broken(a) or is_broken(b) for a, b in zip(pairs["flags"], pairs["reference_flags"])]
+    pairs["uncertified"] = pairs["reference_key"].isin(uncertified)
     return pairs
 
 
 def broken_images(images: pd.DataFrame) -> dict[str, int]:
     """Non-finite or blank images of the run per column label (`scheduler@steps`), only where there are some."""
     bad = images[[is_broken(f) for f in images["flags"]]]
-    return {f"{s}@{int(n)}" + ("" if role == SWEEP else " (reference)"): int(k)
+    return {f"{s}@{int(n)}" + ("" if role == SWEEP else f" ({role})"): int(k)
             for (s, n, role), k in bad.groupby(["scheduler", "steps", "role"]).size().items()}

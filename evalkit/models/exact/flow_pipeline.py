@@ -18,6 +18,9 @@ makes it sample this model. The scheduler config is FLUX.1-dev's (dynamic shifti
 
 `ground_truth` solves the probability-flow ODE dx/dt = v(x, t) with DOP853 from t = 1 (the pipeline's
 own noise for the seed) to t = 0 directly; it does not depend on the schedule or its shift.
+
+`builtin:mixture-early` is the same pipeline over `variants.EARLY`: a prompt selects whole groups of pictures, so
+every prompt's picture is chosen near t = 1 (variants.py says why that model exists).
 """
 from __future__ import annotations
 
@@ -31,8 +34,9 @@ import torch
 from .flow_velocity import MixtureFlowTransformer, guided_velocity
 from .packing import pack, unpack
 from .pipeline_io import MixturePipelineOutput, conditioning, pipeline_output
-from .prototypes import DEFAULT_SIZE, K, prototypes
+from .prototypes import DEFAULT_SIZE
 from .schedule import FLOW_SCHEDULER_CONFIG
+from .variants import EARLY, PLAIN, Mixture
 
 VERSION = "1"  # part of the model's identity (and so of every job key): bump when its pixels change
 
@@ -40,13 +44,14 @@ VERSION = "1"  # part of the model's identity (and so of every job key): bump wh
 class MixtureFlowPipeline:
     """A FLUX-style text-to-image pipeline over the exact mixture model (pixel space, no VAE, no text encoder)."""
 
-    def __init__(self, scheduler: Any = None, size: int = DEFAULT_SIZE) -> None:
+    def __init__(self, scheduler: Any = None, size: int = DEFAULT_SIZE, mixture: Mixture = PLAIN) -> None:
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         if scheduler is None:
             scheduler = FlowMatchEulerDiscreteScheduler.from_config(FLOW_SCHEDULER_CONFIG)
         self.scheduler = scheduler
-        self.transformer = MixtureFlowTransformer()
+        self.mixture = mixture
+        self.transformer = MixtureFlowTransformer(mixture)
         self.default_size = size
 
     def to(self, device: Any = None, dtype: Any = None) -> MixtureFlowPipeline:
@@ -82,7 +87,8 @@ class MixtureFlowPipeline:
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         b = len(prompts)
         h, w = self._size(height, width)
-        do_cfg, hidden = conditioning(prompts, negative_prompt, guidance_scale, generator, output_type)
+        do_cfg, hidden = conditioning(prompts, negative_prompt, guidance_scale, generator, output_type,
+                                      self.mixture.weights)
 
         # FluxPipeline.prepare_latents: noise drawn as (B, C, H, W), then packed
         latents = pack(randn_tensor((b, 3, h, w), generator=generator, dtype=torch.float32))
@@ -141,8 +147,8 @@ class MixtureFlowPipeline:
 
         h, w = self._size(height, width)
         noise = randn_tensor((1, 3, h, w), generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
-        mu = np.ascontiguousarray(prototypes(h, w)).reshape(K, -1)  # unpacked order, like the noise
-        v_g = guided_velocity(prompt, guidance_scale, negative_prompt, mu)
+        v_g = guided_velocity(prompt, guidance_scale, negative_prompt, self.mixture.means(h, w),  # unpacked, like the noise
+                              self.mixture.weights)
         sol = solve_ivp(lambda t, x: v_g(x, t), (1.0, 0.0), noise.to(torch.float64).numpy().reshape(-1),
                         method="DOP853", rtol=rtol, atol=atol)
         if not sol.success:  # pragma: no cover - DOP853 on this smooth ODE does not fail
@@ -153,3 +159,8 @@ class MixtureFlowPipeline:
 def mixture_flow_pipeline(size: int = DEFAULT_SIZE) -> MixtureFlowPipeline:
     """The builtin:mixture-flow pipeline, with FLUX's FlowMatchEulerDiscreteScheduler config as its default."""
     return MixtureFlowPipeline(size=size)
+
+
+def mixture_early_pipeline(size: int = DEFAULT_SIZE) -> MixtureFlowPipeline:
+    """The builtin:mixture-early pipeline: builtin:mixture-flow, a prompt selecting whole groups of pictures."""
+    return MixtureFlowPipeline(size=size, mixture=EARLY)

@@ -21,8 +21,8 @@ import torch
 
 from .components import component_weights
 from .denoiser import denoise
-from .packing import packed_means
 from .prototypes import K
+from .variants import PLAIN, Mixture
 
 
 def posterior_mean(x: np.ndarray, t: float, weights: np.ndarray, mu: np.ndarray) -> np.ndarray:
@@ -42,9 +42,11 @@ def velocity(x: np.ndarray, t: float, weights: np.ndarray, mu: np.ndarray) -> np
 
 
 def guided_velocity(prompt: str, guidance_scale: float = 1.0, negative_prompt: str | None = None,
-                    mu: np.ndarray | None = None) -> Callable[[np.ndarray, float], np.ndarray]:
-    """v_g(x, t) = v_u + g (v_c - v_u) for one flattened image (plain v_c at g <= 1, as the pipeline does)."""
-    w_c, w_u = component_weights(prompt), component_weights(negative_prompt)
+                    mu: np.ndarray | None = None,
+                    weights: Callable[[str | None], np.ndarray] = component_weights) -> Callable[[np.ndarray, float], np.ndarray]:
+    """v_g(x, t) = v_u + g (v_c - v_u) for one flattened image (plain v_c at g <= 1, as the pipeline does);
+    `weights` gives a prompt's weights over the rows of `mu`."""
+    w_c, w_u = weights(prompt), weights(negative_prompt)
 
     def v_g(x: np.ndarray, t: float) -> np.ndarray:
         v_c = velocity(x, t, w_c, mu)
@@ -62,18 +64,19 @@ class MixtureFlowTransformer(torch.nn.Module):
     Called like FLUX's transformer: `hidden_states` (B, L, 12) packed x_t, `timestep` (B,) = t in [0, 1]
     (the pipeline's timestep / 1000), `encoder_hidden_states` (B, K) component weights, `img_ids` (L, 3)
     token positions (which give the image size). Returns a tuple whose first item is the velocity, in
-    float64 row by row, so batch size never changes a result.
+    float64 row by row, so batch size never changes a result. `mixture` says which components there are.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, mixture: Mixture = PLAIN) -> None:
         super().__init__()
+        self.mixture = mixture
         self.num_components = K
 
     def forward(self, hidden_states: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor,
                 img_ids: torch.Tensor) -> tuple[torch.Tensor]:
         b = hidden_states.shape[0]
         rows, cols = (int(img_ids[:, i].max()) + 1 for i in (1, 2))
-        mu = packed_means(2 * rows, 2 * cols)
+        mu = self.mixture.packed(2 * rows, 2 * cols)
         ts = np.broadcast_to(np.atleast_1d(timestep.detach().to("cpu", torch.float64).numpy()), (b,))
         weights = encoder_hidden_states.detach().to("cpu", torch.float64).numpy().reshape(b, K)
         x = hidden_states.detach().to("cpu", torch.float64).numpy().reshape(b, -1)

@@ -6,12 +6,8 @@ component means are packed the same way so the network can work on tokens direct
 """
 from __future__ import annotations
 
-import functools
-
-import numpy as np
 import torch
 
-from .prototypes import K, prototypes
 
 
 def pack(images: torch.Tensor) -> torch.Tensor:
@@ -27,12 +23,3 @@ def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     from diffusers import FluxPipeline
 
     return FluxPipeline._unpack_latents(tokens, height, width, 1)
-
-
-@functools.lru_cache(maxsize=8)
-def packed_means(height: int, width: int) -> np.ndarray:
-    """The component means in the packed token order, (K, (H/2)(W/2)*12) float64."""
-    mu = torch.tensor(prototypes(height, width))
-    mu = np.ascontiguousarray(pack(mu).reshape(K, -1).numpy())
-    mu.setflags(write=False)
-    return mu

@@ -6,6 +6,7 @@ them like any other pipeline; one place for both keeps the two alike.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -31,18 +32,20 @@ def _as_list(value: Any, n: int, what: str) -> list:
 
 
 def conditioning(prompts: list[str], negative_prompt: Any, guidance_scale: float, generator: Any,
-                 output_type: str) -> tuple[bool, torch.Tensor]:
+                 output_type: str, weights: Callable[[str | None], np.ndarray] = component_weights,
+                 ) -> tuple[bool, torch.Tensor]:
     """A call's arguments checked as diffusers pipelines check them, then (guided?, the network's
-    encoder_hidden_states): component weights per row, the unconditional half stacked first when guiding."""
+    encoder_hidden_states): component weights per row (`weights` of each prompt), the unconditional half stacked
+    first when guiding."""
     if isinstance(generator, (list, tuple)) and len(generator) != len(prompts):
         raise ValueError(f"got {len(generator)} generators for {len(prompts)} prompts")
     if output_type not in ("pil", "np", "pt"):
         raise ValueError(f"output_type must be 'pil', 'np' or 'pt', not {output_type!r}")
     negs = _as_list(negative_prompt, len(prompts), "negative_prompt")
-    cond = torch.from_numpy(np.stack([component_weights(p) for p in prompts])).float()
+    cond = torch.from_numpy(np.stack([weights(p) for p in prompts])).float()
     if guidance_scale <= 1.0:
         return False, cond
-    uncond = torch.from_numpy(np.stack([component_weights(n) for n in negs])).float()
+    uncond = torch.from_numpy(np.stack([weights(n) for n in negs])).float()
     return True, torch.cat([uncond, cond])
 
 
