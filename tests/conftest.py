@@ -13,6 +13,10 @@ from pathlib import Path
 # Must happen before diffusers/transformers/huggingface_hub are imported anywhere.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One BLAS thread too, set before numpy loads: the exact models' numpy (a matrix product per denoiser call) ran ~8x
+# slower on this 2-core machine with a thread per core fighting torch's and pytest's.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 
 TESTS_DIR = Path(__file__).resolve().parent
 if str(TESTS_DIR) not in sys.path:

@@ -21,7 +21,9 @@ def prompts(tmp_path):
 def test_saved_pipeline_renders_the_full_sweep_through_the_diffusers_path(tmp_path, tiny_sd_dir, prompts):
     run = evalkit.run({**SWEEP, "model": f"diffusers:{tiny_sd_dir}", "prompts": prompts, "out": str(tmp_path / "r")})
     table = pd.read_parquet(run.dir / "images.parquet")
-    assert len(table) == 2 * 2 * 3 * 3 + 2 * 2  # prompts x seeds x schedulers x steps + references
+    # prompts x seeds x schedulers x steps + references + their checks (unipc_karras at the reference's steps)
+    assert len(table) == 2 * 2 * 3 * 3 + 2 * 2 + 2 * 2
+    assert set(table[table.role == "check"].scheduler) == {"unipc_karras"}
     nfe = run.images.groupby(["scheduler", "steps"]).nfe.unique()
     assert {tuple(v) for v in nfe.loc["euler"]} == {(1,), (2,), (3,)}
     assert [tuple(v) for v in nfe.loc["heun"]] == [(1,), (3,), (5,)]  # 2N - 1
@@ -67,7 +69,7 @@ def test_scheduler_swap_keeps_the_model_and_its_schedule(tiny_sd_dir):
 def test_python_plugin_renders(tmp_path, prompts):
     run = evalkit.run({**SWEEP, "model": "python:plugins.tiny_plugin:make_pipeline", "prompts": prompts,
                        "schedulers": ["euler", "unipc"], "steps": [2], "out": str(tmp_path / "p")})
-    assert len(run.images) == 2 * 2 * 2 + 2 * 2
+    assert len(run.images) == 2 * 2 * 2 + 2 * 2 + 2 * 2  # sweep + references + their checks
     assert run.images.query("role == 'sweep'").nfe.tolist() == [2] * 8
 
 

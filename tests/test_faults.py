@@ -82,7 +82,7 @@ def test_two_runs_half_a_second_apart_the_second_is_refused_and_the_first_comple
     assert first.returncode == 0, err_first
     assert "Traceback" not in err_first and "report:" in out_first
     table = pd.read_parquet(out / "images.parquet")
-    assert len(table) == 2 * 2 * 2 * 2 + 2 * 2
+    assert len(table) == 2 * 2 * 2 * 2 + 2 * 2 + 2 * 2  # sweep, references, their checks
     assert all(sha256_of(out / p) == sha for p, sha in zip(table.path, table.sha256))
 
 

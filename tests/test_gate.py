@@ -21,8 +21,10 @@ from evalkit.stats.bootstrap import paired_difference
 
 PROMPTS = "a ginger cat sleeping on a wool blanket\na small orange fish swimming in a glass bowl\n"
 WORSE = "python:plugins.worse_mixture:make_pipeline"
-# the broken-images rule is always judged (per swept scheduler and the references): here nothing is broken
-NONE_BROKEN = {"broken_images dpmpp_2m_karras": False, "broken_images euler": False, "broken_images references": False}
+# the broken-images rule is always judged (per swept scheduler and the references), and so is the
+# uncertified-references rule: here nothing is broken and every reference is certified
+NONE_BROKEN = {"broken_images dpmpp_2m_karras": False, "broken_images euler": False, "broken_images references": False,
+               "uncertified_references references": False}
 
 
 @pytest.fixture(scope="module")

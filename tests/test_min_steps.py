@@ -52,5 +52,7 @@ def test_selftest_agrees_with_ground_truth(config, tmp_path, evalkit_cli):
     from evalkit.sweep.schedulers import SCHEDULERS
 
     flow = [s for s in SCHEDULERS if s.family == "flow" and not s.stochastic]
-    # the six deterministic schedulers of the default sweep, then every deterministic flow solver
-    assert out.count(" yes") == 6 + len(flow) and "flow_heun" in out
+    # the six deterministic schedulers of the default sweep, then every deterministic flow solver, on
+    # builtin:mixture-flow and on builtin:mixture-early (weak reference): each run adds its certification row
+    assert out.count(" yes") == (6 + 1) + (len(flow) + 1) * 2 and "flow_heun" in out
+    assert out.count("certification (flagged vs wrong units)") == 3

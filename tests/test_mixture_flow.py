@@ -132,7 +132,7 @@ def test_a_flow_run_is_batch_size_and_rerun_invariant(tmp_path, evalkit_cli):
         code, _, err = evalkit_cli(args)
         assert code == 0, err
         images = pd.read_parquet(out / "images.parquet").set_index("key")
-        assert len(images) == 2 * 2 * 3 * 3 + 2 * 2
+        assert len(images) == 2 * 2 * 3 * 3 + 2 * 2 + 2 * 2  # sweep, references, their checks
         shas.append(images["sha256"].sort_index())
         code, printed, _ = evalkit_cli(args)
         assert code == 0 and "rendered 0 new image(s)" in printed

@@ -167,7 +167,8 @@ def test_ray_renders_a_flow_model_like_local(cluster, tmp_path, prompts):
             "schedulers": ["flow_euler", "flow_heun", "flow_euler_stochastic"]}
     local = evalkit.render({**base, "out": str(tmp_path / "local")})
     ray_run = evalkit.render({**base, "out": str(tmp_path / "ray"), "backend": "ray", "workers": 2})
-    assert ray_run.stats.workers == 2 and ray_run.stats.rendered == len(local.images) == 2 * 2 * 3 * 3 + 2 * 2
+    # sweep, references, their checks (+ a tie-break per unit whose reference and check disagree: random weights)
+    assert ray_run.stats.workers == 2 and ray_run.stats.rendered == len(local.images) >= 2 * 2 * 3 * 3 + 2 * 2 + 2 * 2
     assert ray_run.images.key.tolist() == local.images.key.tolist()
     assert ray_run.images.nfe.tolist() == local.images.nfe.tolist()
     for key, path in zip(ray_run.images.key, ray_run.images.path):

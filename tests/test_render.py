@@ -35,17 +35,19 @@ def test_sweep_writes_one_row_and_one_png_per_job(tmp_path, prompts):
     run = sweep(tmp_path, prompts)
     table = pd.read_parquet(run.dir / "images.parquet")
     # 2 prompts x 2 seeds x 3 schedulers x 3 step counts + 2 x 2 references (one common reference scheduler)
-    assert len(table) == 2 * 2 * 3 * 3 + 2 * 2 == 40
+    # + 2 x 2 checks that certify them (the family's check solver, unipc_karras, at the reference's step count)
+    assert len(table) == 2 * 2 * 3 * 3 + 2 * 2 + 2 * 2 == 44
     assert list(table.columns) == IMAGE_COLUMNS
     assert table["key"].is_unique
-    refs = table[table.role == "reference"]
+    refs, checks = table[table.role == "reference"], table[table.role == "check"]
     assert set(refs.scheduler) == {"dpmpp_2m_karras"} and set(refs.steps) == {20}
+    assert set(checks.scheduler) == {"unipc_karras"} and set(checks.steps) == {20}
     for row in table.itertuples():
         data = (run.dir / row.path).read_bytes()
         assert hashlib.sha256(data).hexdigest() == row.sha256
         assert (row.width, row.height) == (64, 64)
     assert (run.dir / "config.toml").is_file()
-    assert run.stats.rendered == 40 and len(run.images) == 40
+    assert run.stats.rendered == 44 and len(run.images) == 44
 
 
 def test_nfe_is_the_schedulers_known_cost(tmp_path, prompts):

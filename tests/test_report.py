@@ -17,7 +17,7 @@ PROMPTS = ["a ginger cat sleeping on a wool blanket", XSS + ' & "quoted" %{x} or
 SCHEDULERS = ["euler", "euler_a"]
 STEPS = [2, 4, 8]
 SEEDS = [0, 1]
-SECTIONS = ["run", "min-steps", "plateau", "pareto", "grid", "prompts"]
+SECTIONS = ["run", "references", "min-steps", "plateau", "pareto", "grid", "prompts"]
 MIN_STEPS = {
     "rule": "The smallest swept count from which ssim stays within 0.02 of its plateau <judged on the CI bound>.",
     "tolerances": {"ssim": 0.02, "lpips": 0.05},
@@ -30,7 +30,8 @@ MIN_STEPS = {
 
 
 def make_run(root: Path) -> Path:
-    """A small sweep of the builtin model (no weights): 2 schedulers x 3 step counts x 2 prompts x 2 seeds."""
+    """A small sweep of the builtin model (no weights): 2 schedulers x 3 step counts x 2 prompts x 2 seeds; every
+    reference certified."""
     prompt_file = root / "prompts.txt"
     prompt_file.write_text("\n".join(PROMPTS) + "\n")
     out = root / "run"
@@ -101,6 +102,18 @@ def test_every_section_present(page):
     text = " ".join(page.text)
     for words in ("builtin:mixture", "euler_a", "total NFE", "render time", "versions", "device"):
         assert words in text
+
+
+def test_certified_references_in_one_line(page_text, run_dir):
+    """Every reference certified: the header says so with the worst agreement; the section, in one line, with the
+    median too, and lists no unit."""
+    table = pd.read_parquet(run_dir / "references.parquet")
+    assert set(table.status) == {"certified"} and table.tiebreak_key.isna().all()
+    assert f"<dd><b>4 of 4 certified</b> (check: unipc_karras at 20 steps; worst SSIM {table.ssim.min():.4f}" in page_text
+    start = page_text.index('<section id="references">')
+    text = page_text[start:page_text.index("</section>", start)]
+    assert f"<p>All 4 checked references certified: worst SSIM {table.ssim.min():.4f} (median " in text
+    assert "<table" not in text and "<img" not in text
 
 
 def test_one_plateau_chart_per_scored_metric(page, run_dir):

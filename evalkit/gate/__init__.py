@@ -47,6 +47,14 @@ fails; one that reaches it in neither passes (with a note).
 broken_images: a broken image has no scores (it is never compared with anything), so without this rule a
 model returning NaN could pass every other rule. To accept some, relax it explicitly in the rules file.
 
+    [[uncertified_references]]  # always applied: without this table, max_uncertified = 0
+    max_uncertified = 0         # references of the candidate no second solution confirms (default 0)
+
+uncertified_references: a unit whose reference and check disagree, with no tie-break siding with either
+(stages/certify.py), has no convergence values: every convergence verdict rests on the other units. References a
+tie-break corrected are named in the outcome's message but pass. A candidate scored with certify = false passes
+this rule with a message saying its references were not checked.
+
 A gate that compares nothing (e.g. every swept scheduler stochastic, so "*" regression rules on convergence
 metrics skip every column and neither run reaches minimum steps) is bad input, exit 2: gate such sweeps on
 FID/KID or clip_score, or name the scheduler in the rule.

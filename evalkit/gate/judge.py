@@ -12,24 +12,24 @@ from ..errors import EvalkitError
 from ..metrics import METRICS
 from ..metrics.base import SET
 from ..store.read import REFERENCES, Column, ScoredRun
-from ..store.tables import NOT_CONVERGENT, UNIT_COLUMN
+from ..store.tables import CORRECTED, NOT_CONVERGENT, UNCHECKED, UNIT_COLUMN
 from ..stats.bootstrap import bootstrap_means, orientation
 from .outcome import Outcome
-from .rules import Rule, broken_rules, default_rules, expand
+from .rules import ALWAYS, Rule, always_rules, default_rules, expand
 from .sets import judge_set_regression
 
 
 def judge(rules: list[Rule] | None, base: ScoredRun, cand: ScoredRun) -> list[Outcome]:
-    """The gate's decision on two comparable runs: the given rules (or the defaults) plus the broken-images rule."""
+    """The gate's decision on two comparable runs: the given rules (or the defaults) plus the rules every gate
+    judges (broken images, uncertified references)."""
     chosen = rules if rules is not None else default_rules(base, cand)
-    return checked(evaluate([r for r in chosen if r.kind != "broken_images"] + broken_rules(rules), base, cand))
+    return checked(evaluate([r for r in chosen if r.kind not in ALWAYS] + always_rules(rules), base, cand))
 
 
 def judge_bands(rules: list[Rule], cand: ScoredRun) -> list[Outcome]:
-    """One run on its own: the file's [[band]] rules plus the broken-images rule."""
+    """One run on its own: the file's [[band]] rules plus the rules every gate judges."""
     bands = [r for r in rules if r.kind == "band"]
-    return checked([o for r in [*bands, *broken_rules(rules)] for o in
-                    (judge_band(r, None, cand) if r.kind == "band" else judge_broken(r, None, cand))])
+    return checked(evaluate([*bands, *always_rules(rules)], None, cand))
 
 
 def checked(outcomes: list[Outcome]) -> list[Outcome]:
@@ -46,8 +46,8 @@ def checked(outcomes: list[Outcome]) -> list[Outcome]:
     return out
 
 
-def evaluate(rules: list[Rule], base: ScoredRun, cand: ScoredRun) -> list[Outcome]:
-    deltas = paired_deltas(base, cand)
+def evaluate(rules: list[Rule], base: ScoredRun | None, cand: ScoredRun) -> list[Outcome]:
+    deltas = paired_deltas(base, cand) if base is not None else None
     out: list[Outcome] = []
     for rule in rules:
         if rule.kind == "regression":
@@ -56,6 +56,8 @@ def evaluate(rules: list[Rule], base: ScoredRun, cand: ScoredRun) -> list[Outcom
             out += judge_min_steps(rule, base, cand)
         elif rule.kind == "broken_images":
             out += judge_broken(rule, base, cand)
+        elif rule.kind == "uncertified_references":
+            out.append(judge_uncertified(rule, base, cand))
         else:
             out += judge_band(rule, base, cand)
     return out
@@ -169,6 +171,26 @@ def judge_broken(rule: Rule, base: ScoredRun | None, cand: ScoredRun) -> list[Ou
                            message=f"{count} of {total} image(s) non-finite or blank (unscored) "
                                    f"{'<=' if ok else '>'} max_broken {rule.limit:g}"))
     return out
+
+
+def judge_uncertified(rule: Rule, base: ScoredRun | None, cand: ScoredRun) -> Outcome:
+    """Units of the candidate whose reference no second solution confirms (stages/certify.py): they have no
+    convergence values, so every verdict on convergence metrics rests on the other units."""
+    counts = [None if run is None or run.certification is None else len(run.uncertified()) for run in (base, cand)]
+    place = dict(kind="uncertified_references", scheduler=REFERENCES, delta=None, ci=None, compared=False)
+    if counts[1] is None or not cand.config.certify:
+        why = "certify = false" if cand.certification is not None else "scored before certification: rescore it"
+        return Outcome(**place, passed=True, baseline=counts[0], candidate=None,
+                       message=f"not checked ({why}): convergence verdicts rest on references no second solution checked")
+    table = cand.certification
+    checked = int((table.status != UNCHECKED).sum())
+    corrected = int((table.status == CORRECTED).sum())
+    ok = counts[1] <= rule.limit
+    units = ", ".join(f"{p}/{s}" for p, s in zip(cand.uncertified().prompt_id, cand.uncertified().seed))
+    return Outcome(**place, passed=ok, baseline=counts[0], candidate=counts[1],
+                   message=f"{counts[1]} of {checked} reference(s) uncertified, left out of convergence verdicts "
+                           f"{'<=' if ok else '>'} max_uncertified {rule.limit:g}"
+                           + (f" ({units})" if units else "") + (f"; {corrected} corrected by a tie-break" if corrected else ""))
 
 
 def judge_band(rule: Rule, base: ScoredRun | None, cand: ScoredRun) -> list[Outcome]:

@@ -19,7 +19,9 @@ KINDS = {  # rule kind -> (required keys, optional keys with defaults)
     "min_steps": ({"max_increase"}, {"scheduler": ALL}),
     "band": ({"metric", "scheduler", "steps", "lo", "hi"}, {}),
     "broken_images": (set(), {"scheduler": ALL, "max_broken": 0}),
+    "uncertified_references": (set(), {"max_uncertified": 0}),
 }
+ALWAYS = ("broken_images", "uncertified_references")  # judged in every gate: their defaults when the file has none
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class Rule:
     metric: str | None = None
     scheduler: str = ALL
     steps: int | str = ALL
-    limit: float = 0.0  # max_drop / max_increase / max_broken
+    limit: float = 0.0  # max_drop / max_increase / max_broken / max_uncertified
     lo: float = -math.inf
     hi: float = math.inf
 
@@ -42,8 +44,8 @@ def load_rules(path: str | Path) -> list[Rule]:
     data = read_toml(path, "rules file", "no --rules for the defaults")
     unknown = [k for k in data if k not in KINDS]
     if unknown:
-        raise EvalkitError(f"unknown table {unknown[0]!r} in rules file {path}: use [[regression]], "
-                           "[[min_steps]] or [[band]]")
+        raise EvalkitError(f"unknown table {unknown[0]!r} in rules file {path}: use "
+                           f"{', '.join(f'[[{k}]]' for k in KINDS)}")
     rules = []
     for kind, entries in data.items():
         if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
@@ -65,7 +67,7 @@ def _rule(kind: str, entry: dict[str, Any], where: str) -> Rule:
         raise EvalkitError(f"{where}: missing {', '.join(missing)}: every [[{kind}]] needs "
                            f"{', '.join(sorted(required))}")
     v = {**optional, **entry}
-    fields: dict[str, Any] = {"kind": kind, "where": where, "scheduler": _scheduler(v["scheduler"], where)}
+    fields: dict[str, Any] = {"kind": kind, "where": where, "scheduler": _scheduler(v.get("scheduler", ALL), where)}
     if "metric" in v:
         if not isinstance(v["metric"], str):
             raise EvalkitError(f"{where}: metric must be a name string, got {v['metric']!r}")
@@ -81,6 +83,8 @@ def _rule(kind: str, entry: dict[str, Any], where: str) -> Rule:
         fields["limit"] = _number(v["max_increase"], "max_increase", where, minimum=0.0)
     elif kind == "broken_images":
         fields["limit"] = _number(v["max_broken"], "max_broken", where, minimum=0.0)
+    elif kind == "uncertified_references":
+        fields["limit"] = _number(v["max_uncertified"], "max_uncertified", where, minimum=0.0)
     else:
         fields["lo"], fields["hi"] = _number(v["lo"], "lo", where), _number(v["hi"], "hi", where)
         if fields["lo"] > fields["hi"]:
@@ -119,10 +123,14 @@ def default_rules(base: ScoredRun, cand: ScoredRun) -> list[Rule]:
     return rules + [Rule("min_steps", "default (min_steps, max_increase = 0)", limit=0.0)]
 
 
-def broken_rules(parsed: list[Rule] | None) -> list[Rule]:
-    """The file's [[broken_images]] rules, or the default that no image may be broken: always judged."""
-    given = [r for r in parsed or [] if r.kind == "broken_images"]
-    return given or [Rule("broken_images", "default (broken_images, max_broken = 0)", limit=0.0)]
+def always_rules(parsed: list[Rule] | None) -> list[Rule]:
+    """The rules every gate judges: the file's [[broken_images]] / [[uncertified_references]] rules, or for each
+    kind it leaves out, the default that none may be broken / uncertified."""
+    out = []
+    for kind, limit in (("broken_images", "max_broken"), ("uncertified_references", "max_uncertified")):
+        given = [r for r in parsed or [] if r.kind == kind]
+        out += given or [Rule(kind, f"default ({kind}, {limit} = 0)", limit=0.0)]
+    return out
 
 
 def expand(rule: Rule, columns: set[Column], skip: Callable[[Column], bool] = lambda column: False) -> list[Column]:

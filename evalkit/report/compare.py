@@ -25,8 +25,9 @@ from ..gate.rules import Rule, load_rules
 from ..store.files import atomic_write, check_output_file, make_dirs
 from ..store.read import ScoredRun
 from . import charts, grid
-from .html import chart, esc, fill_page, fmt, nav, plotly_script, section
+from .html import chart, fill_page, nav, plotly_script, section
 from .recommend import recommend
+from .text import esc, fmt
 
 STRIP_PAIRS, STRIP_STEPS = 4, 5
 

@@ -15,6 +15,7 @@ from PIL import Image, features
 
 from ..store.folder import RunDir
 from ..store.read import ScoredRun
+from ..store.tables import CORRECTED, UNCERTIFIED
 
 THUMB_PX = 96  # longest side; 8 columns of 96 px + the steps column fit a 1280 px window
 MAX_PAIRS = 6
@@ -49,6 +50,14 @@ def cell(data: ScoredRun, row: pd.Series | None, label: str, base: str = "") -> 
             f'title="{title}"></a>{badge}</td>')
 
 
+def reference_status(data: ScoredRun, key: str) -> str:
+    """A corrected reference is not what its unit is measured against (the check stands in), an uncertified one is
+    measured against by nothing: marked where the grid shows it (the certification section shows why)."""
+    table = data.certification
+    status = None if table is None else dict(zip(table.key, table.status)).get(key)
+    return f'<br><b class="{status}">{status}</b>' if status in (CORRECTED, UNCERTIFIED) else ""
+
+
 def pair_table(data: ScoredRun, index: int, prompt: str, seed: int) -> str:
     sweep = data.sweep[(data.sweep["prompt"] == prompt) & (data.sweep["seed"] == seed)]
     refs = data.references[(data.references["prompt"] == prompt) & (data.references["seed"] == seed)]
@@ -56,8 +65,8 @@ def pair_table(data: ScoredRun, index: int, prompt: str, seed: int) -> str:
     steps = sorted(int(s) for s in sweep["steps"].unique())
     schedulers = [s for s in data.schedulers if s in set(sweep["scheduler"])]
     head = "".join(f"<th>{breakable(s)}</th>" for s in schedulers)
-    head += "".join(f'<th class="ref">reference<br><small>{breakable(r.scheduler)}<br>{int(r.steps)} steps</small></th>'
-                    for _, r in refs.iterrows())
+    head += "".join(f'<th class="ref">reference<br><small>{breakable(r.scheduler)}<br>{int(r.steps)} steps</small>'
+                    f"{reference_status(data, r['key'])}</th>" for _, r in refs.iterrows())
     body = []
     for i, step in enumerate(steps):
         cells = "".join(cell(data, lookup.get((s, step)), f"{s}, {step} steps") for s in schedulers)

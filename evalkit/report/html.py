@@ -2,12 +2,12 @@
 the plotly.min.js written beside it).
 
 Layout: the run folder is read once (store.read.ScoredRun), `charts`/`prompts` build plotly figures as JSON,
-`grid` embeds thumbnails; this module writes the sections and fills `template.html`. User text (prompts, paths, warnings,
-reasons) is always HTML-escaped; figure JSON inside <script> has `<`, `>` and `&` escaped as \\u003c etc.
+`grid` embeds thumbnails, `references` writes the reference certification; this module writes the other sections and
+fills `template.html`. User text (prompts, paths, warnings, reasons) is always HTML-escaped (`text.esc`); figure JSON
+inside <script> has `<`, `>` and `&` escaped as \\u003c etc.
 """
 from __future__ import annotations
 
-import html
 import json
 import re
 from pathlib import Path
@@ -20,12 +20,15 @@ from ..errors import EvalkitError
 from ..store.files import atomic_write
 from ..store.folder import RunDir
 from ..store.read import ScoredRun
-from . import charts, grid, prompts
+from ..sweep.plan import CHECK, REFERENCE, SWEEP
+from . import charts, grid, prompts, references
 from .recommend import recommend
+from .text import esc, fmt
 
 TEMPLATE = Path(__file__).with_name("template.html")
-SECTIONS = [("run", "Run"), ("min-steps", "Minimum useful steps"), ("plateau", "Plateau curves"),
-            ("pareto", "Speed vs quality"), ("grid", "Image grid"), ("prompts", "Per prompt")]
+SECTIONS = [("run", "Run"), ("references", "Reference certification"), ("min-steps", "Minimum useful steps"),
+            ("plateau", "Plateau curves"), ("pareto", "Speed vs quality"), ("grid", "Image grid"),
+            ("prompts", "Per prompt")]
 
 
 PLOTLY_FILE = "plotly.min.js"
@@ -63,6 +66,7 @@ def render_report(data: ScoredRun, plotly_tag: str | None = None) -> str:
         f'<h1>evalkit report <span class="model">{esc(data.config.model)}</span></h1>',
         nav(),
         section("run", header(data)),
+        section("references", references.certification_section(data)),
         section("min-steps", min_steps_section(data)),
         section("plateau", plateau_section(data, counter)),
         section("pareto", pareto_section(data, counter)),
@@ -71,10 +75,6 @@ def render_report(data: ScoredRun, plotly_tag: str | None = None) -> str:
     ])
     return fill_page(f"evalkit · {data.config.model} · {data.dir.name}", body,
                      plotly_tag or plotly_script("inline", RunDir(data.dir).report_file))
-
-
-def esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
 
 
 def script_json(value: Any) -> str:
@@ -97,13 +97,6 @@ def nav(sections: list[tuple[str, str]] = SECTIONS) -> str:
 def section(sid: str, content: str, sections: list[tuple[str, str]] = SECTIONS) -> str:
     title = dict(sections)[sid]
     return f'<section id="{sid}"><h2>{title}</h2>{content}</section>'
-
-
-def fmt(value: Any, spec: str = ".4g") -> str:
-    try:
-        return format(float(value), spec)
-    except (TypeError, ValueError):
-        return "—"
 
 
 def facts(rows: list[tuple[str, str]]) -> str:
@@ -132,11 +125,12 @@ def header(data: ScoredRun) -> str:
         ("reference", f"{esc(cfg.reference_scheduler)} at {esc(cfg.reference_steps)} steps, one per prompt+seed"
                       if cfg.reference_scheduler != "same" else
                       f"each scheduler's own, at {esc(cfg.reference_steps)} steps"),
+        ("references", references.header_line(data)),
         ("guidance · size · dtype", esc(f"{default if cfg.guidance is None else cfg.guidance} · "
                                         f"{default if cfg.size is None else cfg.size} · {cfg.dtype}")),
         ("device", esc(summary.get("device", "?"))),
         ("versions", esc(version_text) + (f" · git <code>{esc(str(commit)[:12])}</code>" if commit else "")),
-        ("images", f"{len(data.images)} ({len(sweep)} sweep + {len(data.references)} references)"),
+        ("images", image_counts(data)),
         ("broken images", broken_cell(data)),
         ("total NFE", f"{int(data.images['nfe'].sum()):,}"),
         ("render time", render_time(data, render)),
@@ -144,6 +138,20 @@ def header(data: ScoredRun) -> str:
         ("recommendation", recommendation_cell(data)),
     ]
     return facts(rows) + skipped_block(summary) + warnings_block(summary)
+
+
+ROLE_NAMES = {SWEEP: "sweep", REFERENCE: "references", CHECK: "checks"}
+
+
+def image_counts(data: ScoredRun) -> str:
+    """All images by role: the checks that certify the references (tie-breaks among them) are rendered, and cost
+    NFE and time, like any other."""
+    counts = data.images["role"].value_counts()
+    roles = [*ROLE_NAMES, *sorted(set(counts.index) - set(ROLE_NAMES))]
+    parts = " + ".join(f"{counts[r]} {esc(ROLE_NAMES.get(r, r))}" for r in roles if counts.get(r))
+    table = data.certification
+    tiebreaks = 0 if table is None else table.tiebreak_key.dropna().nunique()
+    return f"{len(data.images)} ({parts}{f', {tiebreaks} of them tie-breaks' if tiebreaks else ''})"
 
 
 def broken_cell(data: ScoredRun) -> str:

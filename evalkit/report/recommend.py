@@ -65,6 +65,10 @@ def recommend(data: ScoredRun, metric: str | None = None, max_seconds: float | N
         tolerances = ", ".join(f"{m} within {t:g}" for m, t in min_steps_block(data).get("tolerances", {}).items())
         why = (f"the cheapest setting by {COSTS[cost]} that meets the min-steps bar ({tolerances or 'the rule'} of "
                "the plateau at the 95% bound, at that count and every larger one)")
+    left_out = len(data.uncertified())
+    if left_out:  # their units have no convergence values: the pick never rests on them
+        why += (f"; {left_out} unit(s) whose reference is uncertified are left out of every convergence value it "
+                "rests on")
     return {"metric": metric, "cost": cost, "budget": {"max_seconds": max_seconds, "max_nfe": max_nfe},
             "pick": asdict(ranked[0]), "runner_up": asdict(ranked[1]) if len(ranked) > 1 else None,
             "why": why, "sentence": f"{ranked[0].text()}: {why}."}
