@@ -23,20 +23,20 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     # before numpy/torch load: multi-threaded BLAS makes the exact models ~8x slower on a 2-core machine
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from _common import ROOT, machine  # noqa: E402
+from _common import ROOT, machine
 
-from evalkit.models import load_model  # noqa: E402
-from evalkit.stages.certify import agree, distances  # noqa: E402
-from evalkit.sweep.prompts import load_prompts  # noqa: E402
-from evalkit.sweep.schedulers import build_scheduler, get_scheduler, timestep_count  # noqa: E402
+from evalkit.models import load_model
+from evalkit.stages.certify import agree, distances
+from evalkit.sweep.prompts import load_prompts
+from evalkit.sweep.schedulers import build_scheduler, get_scheduler, timestep_count
 
 # prompts that select several components each (evalkit/models/exact/components.py), so the ODE has a choice to make
 PROMPTS = ["a landscape", "a portrait of a woman", "some texture", "an animal", "count the dots", "text", "abstract",
@@ -129,6 +129,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(machine())
+    unknown = [m for m in args.models.split(",") if m not in MODELS]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}: choose from {', '.join(MODELS)}")
     seeds = list(range(args.seeds or (4 if args.quick else 16)))
     results, units = [], {}
     wall = time.perf_counter()

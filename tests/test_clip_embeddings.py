@@ -46,7 +46,7 @@ def independent_clip_scores(run, path):
     """100 * cos(image, prompt) with open_clip directly on the same weights and PNGs (no evalkit code)."""
     model, _, preprocess = open_clip.create_model_and_transforms(TINY_CLIP, pretrained=str(path))
     tokenizer = open_clip.get_tokenizer(TINY_CLIP)
-    images = run.images
+    images = run.images[run.images.role != "check"]  # what clip_score scores: sweep and references
     with torch.no_grad():
         pixels = torch.stack([preprocess(Image.open(run.dir / p).convert("RGB")) for p in images.path])
         image = torch.nn.functional.normalize(model.encode_image(pixels).float(), dim=-1)
@@ -65,8 +65,9 @@ def test_one_backbone_embeds_each_image_once_for_both_metrics(tmp_path, image_to
     monkeypatch.setattr(open_clip, "create_model_and_transforms", lambda *a, **k: loads.append(a) or real_load(*a, **k))
     run = evalkit.score(config)
     assert len(loads) == 1  # one backbone load: embedding and scoring (and CMMD) share the replica
-    distinct = run.images.sha256.nunique()
-    assert distinct == len(run.images) == 2 * 2 * 2 * 2 + 4  # sweep + references, all different images
+    images = run.images[run.images.role != "check"]  # check images only certify references: never scored
+    distinct = images.sha256.nunique()
+    assert distinct == len(images) == 2 * 2 * 2 * 2 + 4  # sweep + references, all different images
     assert list(image_tower_calls.values()) == [distinct]  # once per image, for clip_score and CMMD together
     assert len(list(RunDir(run.dir).features_root.iterdir())) == 1
     # `computed`: clip_score counts the (image, prompt) scores it computed, CMMD the images it embedded
@@ -81,8 +82,8 @@ def test_one_backbone_embeds_each_image_once_for_both_metrics(tmp_path, image_to
     from evalkit.stages.workers import load_images
 
     direct = METRICS.get("clip_score").build(MetricOptions(backbone=backbone)).score(
-        load_images(run.dir / p for p in run.images.path), list(run.images.prompt))
-    assert torch.allclose(torch.tensor(scores[run.images.key].to_numpy()), direct.double(), atol=1e-5, rtol=0)
+        load_images(run.dir / p for p in images.path), list(images.prompt))
+    assert torch.allclose(torch.tensor(scores[images.key].to_numpy()), direct.double(), atol=1e-5, rtol=0)
 
     image_tower_calls.clear()  # a warm rerun embeds nothing
     again = evalkit.score(config)
@@ -94,7 +95,7 @@ def test_different_backbones_compute_apart(tmp_path, image_tower_calls):
     register_tiny_clip()
     first, second = save_tiny_clip(tmp_path / "a", seed=0), save_tiny_clip(tmp_path / "b", seed=1)
     run = evalkit.score(sweep(tmp_path, {"clip_score": backbone_string(first), "cmmd": backbone_string(second)}))
-    distinct = run.images.sha256.nunique()
+    distinct = run.images[run.images.role != "check"].sha256.nunique()  # check images are never scored
     assert sorted(image_tower_calls.values()) == [distinct, distinct] and len(image_tower_calls) == 2
     assert len(list(RunDir(run.dir).features_root.iterdir())) == 2
     expected = independent_clip_scores(run, first)

@@ -124,7 +124,7 @@ def test_a_corrupt_images_table_names_its_fix_and_the_fix_works(run_copy, evalki
     (run_copy / "images.parquet").unlink()
     code, out, err = evalkit_cli(["run", str(run_copy / "config.toml"), "--out", str(run_copy)])
     assert code == 0, err
-    assert "rendered 20 new image(s)" in out
+    assert "rendered 24 new image(s)" in out  # 16 sweep + 4 references + their 4 checks
 
 
 def test_a_corrupt_cache_file_is_recomputed(run_copy, evalkit_cli):
@@ -190,13 +190,13 @@ def test_a_changed_png_is_refused_by_report_and_gate_and_rendered_again(run_copy
 def test_a_model_returning_nan_fails_the_gate_on_the_broken_images_rule(scored, tmp_path, prompts, evalkit_cli):
     code, out, err = evalkit_cli(["run", *sweep_args(prompts, tmp_path / "nan"), "--model", NAN_MODEL])
     assert code == 0, err
-    assert "warning: 20 broken image(s) (non-finite or blank output)" in out
+    assert "warning: 24 broken image(s) (non-finite or blank output)" in out  # the checks too
     set_scores = pd.read_parquet(tmp_path / "nan" / "set_scores.parquet")
     assert set_scores.value.isna().all() and (set_scores.n == 0).all() and (set_scores.broken == 4).all()
     assert (set_scores["flags"] == "broken-images").all()
     assert pd.read_parquet(tmp_path / "nan" / "scores.parquet").value.isna().all()  # never scored against each other
     page = (tmp_path / "nan" / "report.html").read_text()
-    assert '<dt>broken images</dt><dd><b class="broken">20</b> non-finite or blank' in page
+    assert '<dt>broken images</dt><dd><b class="broken">24</b> non-finite or blank' in page
     summary = read_json(tmp_path / "nan" / "summary.json", "")
     assert all(not entry["reached"] and "broken (non-finite or blank) images" in entry["why"]
                for entry in summary["min_steps"]["schedulers"].values())
@@ -279,7 +279,7 @@ def test_disk_full_mid_run_is_one_line_and_a_rerun_keeps_what_was_written(tmp_pa
     assert len(kept) == 4
     code, out_text, err = evalkit_cli(["run", *sweep_args(prompts, out), "--batch-size", "2"])
     assert code == 0, err
-    assert "rendered 16 new image(s); 20 planned" in out_text
+    assert "rendered 20 new image(s); 24 planned" in out_text
     assert kept.items() <= _finished(out).items()
 
 
@@ -308,7 +308,7 @@ def test_a_run_folder_made_read_only_mid_run_is_one_line_and_loses_nothing(tmp_p
     assert len(kept) == 4
     code, out_text, err = evalkit_cli(["run", *sweep_args(prompts, out), "--batch-size", "2"])
     assert code == 0, err
-    assert "rendered 16 new image(s)" in out_text and kept.items() <= _finished(out).items()
+    assert "rendered 20 new image(s)" in out_text and kept.items() <= _finished(out).items()
 
 
 def test_a_corrupt_feature_cache_entry_is_computed_again(tmp_path):

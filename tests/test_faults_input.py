@@ -264,7 +264,8 @@ def test_ctrl_c_keeps_finished_images_and_says_how_to_resume(sweep, monkeypatch,
     assert f"interrupted: 1 finished image(s) are kept in {out}" in err and "rerun the same command to resume" in err
     monkeypatch.delenv("EVALKIT_TEST_INTERRUPT")  # the user reruns the same command
     code, stdout, _ = evalkit_cli(run)
-    assert code == 0 and "rendered 5 new image(s); 6 planned" in stdout  # 2 prompts x (2 steps + reference), less the kept one
+    # 2 prompts x (2 steps + reference + its check), less the kept one
+    assert code == 0 and "rendered 7 new image(s); 8 planned" in stdout
     assert set(kept) <= {p.name for p in (out / "images").glob("*.png")}
 
 
@@ -358,10 +359,10 @@ def test_counts_too_large_to_plan_are_refused(sweep, evalkit_cli):
     args, out = sweep  # flags given twice: the last one wins
     one_line(evalkit_cli(["run", *args, "--seeds", "4000000000"]), "seeds = 4000000000 is too many",
              "at most 1,000,000")
-    # 2 prompts x 999,999 seeds x (2 schedulers x 6 counts + 1 reference scheduler)
+    # 2 prompts x 999,999 seeds x (2 schedulers x 6 counts + 1 reference scheduler + its check)
     one_line(evalkit_cli(["run", *args, "--seeds", "999999", "--schedulers", "euler,ddim", "--steps", "1,2,3,4,5,6",
                           "--reference-steps", "10"]),
-             "plans 25,999,974 images", "more than 10,000,000", "use fewer seeds")
+             "plans 27,999,972 images", "more than 10,000,000", "use fewer seeds")
     nothing_rendered(out)
 
 

@@ -116,7 +116,7 @@ def test_every_flow_solver_steps_through_the_shipped_shifted_schedule(folders, k
 @pytest.mark.parametrize("kind", ["flux-dev", "sd3"])
 def test_every_flow_solver_renders_every_count_with_the_right_nfe(folders, prompts, tmp_path, kind):
     run = evalkit.render(sweep(folders[kind], prompts, tmp_path / "run", schedulers=FLOW, steps=[1, 2, 3, 4]))
-    images = run.images
+    images = run.images[run.images.role != "check"]  # checks: tests/test_certify.py
     assert len(images) == 2 * len(FLOW) * 4 + 2  # 2 prompts x 1 seed x solvers x counts + references
     assert set(images["flags"]) == {""}  # no NaN, no blank image
     nfe = images[images.role == "sweep"].groupby(["scheduler", "steps"]).nfe.unique()
@@ -240,8 +240,10 @@ def test_model_alone_gives_a_full_flow_run(folders, prompts, tmp_path, kind, eva
     resolved = tomllib.loads((out / "config.toml").read_text())
     assert tuple(resolved["schedulers"]) == DEFAULTS["flow"] and resolved["reference_scheduler"] == REFERENCE["flow"]
     images = pd.read_parquet(out / "images.parquet")
+    checks = images[images.role == "check"]  # the reference's certification: flow_dpmpp_2m at its steps
     assert len(DEFAULTS["flow"]) >= 5 and set(images.scheduler) == {*DEFAULTS["flow"], REFERENCE["flow"]}
-    assert len(images) == 2 * len(DEFAULTS["flow"]) * 3 + 2
+    assert set(checks.scheduler) == {"flow_dpmpp_2m"} and set(checks.steps) <= {12, 24}  # 24: a tie-break
+    assert len(images) - len(checks) == 2 * len(DEFAULTS["flow"]) * 3 + 2
     summary = json.loads((out / "summary.json").read_text())
     min_steps = summary["min_steps"]["schedulers"]
     assert set(min_steps) == set(DEFAULTS["flow"])

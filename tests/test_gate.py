@@ -157,7 +157,8 @@ def test_markdown_has_header_and_one_row_per_rule_instance(runs, tmp_path):
     body = lines[lines.index(header) + 2:]
     rows = [line for line in body if line.startswith("| ")]
     names = set(junit_cases(tmp_path / "j.xml")[1])
-    assert len(rows) == len(names) == 9  # psnr at 2 schedulers, min_steps at 2, band at 2, broken_images at 3
+    # psnr at 2 schedulers, min_steps at 2, band at 2, broken_images at 3, uncertified_references at 1
+    assert len(rows) == len(names) == 10
     assert {row.split(" | ")[0][2:] for row in rows} == names
 
 
@@ -237,7 +238,8 @@ def test_markdown_leads_with_the_verdict_and_a_line_per_scheduler(runs, tmp_path
     worst = min(full, key=lambda name: float(full[name][3]))
     assert f"ssim {worst.split()[-1]}: {float(full[worst][3]):+.4g} {full[worst][4]}" in euler
     details = text[text.index("<details>"):text.index("</details>")]
-    assert sum(line.startswith(("| regression", "| min_steps", "| broken_images")) for line in details.splitlines()) \
+    kinds = ("| regression", "| min_steps", "| broken_images", "| uncertified_references")
+    assert sum(line.startswith(kinds) for line in details.splitlines()) \
         == len(cases)
 
 

@@ -79,7 +79,7 @@ def test_ray_on_one_and_two_workers_renders_and_scores_exactly_like_local(cluste
     local = evalkit.run({**base, "out": str(tmp_path / "local")})
     runs = {n: evalkit.run({**base, "out": str(tmp_path / f"ray{n}"), "backend": "ray", "workers": n})
             for n in (1, 2)}
-    total = 2 * 3 * 2 * 4 + 2 * 3
+    total = 2 * 3 * 2 * 4 + 2 * 3 + 2 * 3  # sweep, references, their checks
     assert len(local.images) == total and local.stats.workers == 1
     for n, run in runs.items():
         assert run.stats.workers == n and run.stats.rendered == total
@@ -189,7 +189,7 @@ def test_a_metric_plugin_scores_on_ray_workers_like_locally(cluster, tmp_path, p
         base = {**SWEEP, "schedulers": ["euler"], "steps": [2], "prompts": prompts, "metrics": [SOURCE]}
         local = evalkit.run({**base, "out": str(tmp_path / "local")})
         remote = evalkit.run({**base, "out": str(tmp_path / "ray"), "backend": "ray", "workers": 2})
-        assert remote.score.computed["tiny_aesthetic"] == len(remote.images)
+        assert remote.score.computed["tiny_aesthetic"] == len(remote.images[remote.images.role != "check"])  # checks are never scored
         a, b = (r.scores.sort_values("key").reset_index(drop=True) for r in (local, remote))
         assert list(a.key) == list(b.key) and set(a.metric) == {"tiny_aesthetic"}
         np.testing.assert_allclose(a.value, b.value, rtol=1e-5, atol=1e-6)

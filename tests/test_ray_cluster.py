@@ -64,7 +64,7 @@ def test_run_joins_a_cluster_by_address_with_the_same_results(head, tmp_path):
                              "--backend", "ray", "--ray-address", address, "--workers", "2"],
                             capture_output=True, text=True, env=env)
     assert joined.returncode == 0, joined.stderr[-2000:]
-    assert "rendered 20 new image(s)" in joined.stdout
+    assert "rendered 24 new image(s)" in joined.stdout
     local = evalkit.run({"prompts": str(prompts), "schedulers": ["euler", "ddim"], "steps": [1, 4], "seeds": 2,
                          "metrics": ["ssim"], "reference_steps": 20, "out": str(tmp_path / "local")})
     remote = evalkit.run({"prompts": str(prompts), "schedulers": ["euler", "ddim"], "steps": [1, 4], "seeds": 2,

@@ -87,7 +87,7 @@ def test_rerun_renders_nothing_and_new_steps_or_seeds_render_only_new_jobs(tmp_p
     more_steps = sweep(tmp_path, prompts, steps=[1, 2, 4, 8])
     assert more_steps.stats.rendered == 2 * 2 * 3  # only steps=8: prompts x seeds x schedulers
     more_seeds = sweep(tmp_path, prompts, steps=[1, 2, 4, 8], seeds=3)
-    assert more_seeds.stats.rendered == 2 * 1 * 3 * 4 + 2  # seed 2 everywhere, plus its 2 references
+    assert more_seeds.stats.rendered == 2 * 1 * 3 * 4 + 2 + 2  # seed 2 everywhere, plus its 2 references and checks
     assert len(more_seeds.images) == 2 * 3 * 3 * 4 + 2 * 3
 
 
@@ -97,7 +97,7 @@ def test_a_second_concurrent_run_is_refused(tmp_path, prompts):
     with folder.lock():
         with pytest.raises(EvalkitError, match="is in use by another evalkit process"):
             sweep(tmp_path, prompts)
-    assert sweep(tmp_path, prompts).stats.rendered == 40  # released: the next run proceeds
+    assert sweep(tmp_path, prompts).stats.rendered == 44  # released: the next run proceeds
 
 
 def test_a_killed_run_resumes_to_the_same_complete_result(tmp_path, prompts):

@@ -121,10 +121,11 @@ class FamilyDefaults:
 # References and checks, measured against the exact ODE solutions of builtin:mixture, builtin:mixture-flow and
 # builtin:mixture-early (every prompt picks its picture near t = 1) on 128-192 prompt+seeds each: bench/README.md
 # ("Reference solvers"), reproduced by bench/reference_solvers.py. DDPM: dpmpp_2m_karras is right on every unit
-# from 50 steps on (worst max error 2.7e-4 at 50, 1.1e-4 at 200): Karras spacing's coarse high-noise steps do no
+# from 50 steps on (worst max error 2.6e-4 at 50, 1.1e-4 at 200): Karras spacing's coarse high-noise steps do no
 # harm there. Its check is unipc_karras, another solver on that spacing (1.7e-4 at 200), because the uniformly
-# spaced solvers are first order at the end (dpmpp_2m: 3.7e-3 mean error at 200 steps, ~1.5e-2 at 50): as a check
-# they would flag right references at the 20-50 reference steps distilled models use. Flow: Karras spacing (flow_dpmpp_2m_karras, the reference
+# spaced solvers are first order at the end (dpmpp_2m: worst mean error 3.7e-3 at 200 steps; against the reference,
+# 0.014 at 50 steps and 0.026 at 20): as a check they would flag right references at the 20-50 reference steps
+# distilled models use. Flow: Karras spacing (flow_dpmpp_2m_karras, the reference
 # before this table) takes its largest steps near t = 1, where a model picks its picture, and drew another picture
 # on 3 of 128 units of builtin:mixture-flow at 200 steps (1 at 400) and 7 of 192 of builtin:mixture-early; the
 # solvers on the pipeline's own (uniform, shifted) sigmas were right on every unit: flow_unipc at 200 the most
