@@ -30,7 +30,7 @@ def prompts(tmp_path_factory) -> str:
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory, prompts) -> Path:
-    """A tiny sweep, scored (4 columns x 4 prompt+seed units + 4 references); copied by each test that spoils it."""
+    """A tiny sweep, scored (4 columns x 4 prompt+seed units + 4 references + their 4 checks); copied by each test that spoils it."""
     return evalkit.run({**SWEEP, "prompts": prompts, "out": str(tmp_path_factory.mktemp("scored") / "run")}).dir
 
 
@@ -308,7 +308,7 @@ def test_a_wrongly_typed_images_table_is_one_line_for_render_too_and_its_fix_wor
                    f"delete it and rerun `evalkit render {run_copy}`")
     (run_copy / "images.parquet").unlink()
     code, out, err = evalkit_cli(["render", str(run_copy), "--no-progress"])
-    assert code == 0 and "rendered 20 new image(s)" in out, err
+    assert code == 0 and "rendered 24 new image(s)" in out, err
     assert sorted(images(run_copy).sha256) == sorted(table.sha256)  # every image again, byte for byte
 
 
