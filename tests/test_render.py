@@ -88,7 +88,7 @@ def test_rerun_renders_nothing_and_new_steps_or_seeds_render_only_new_jobs(tmp_p
     assert more_steps.stats.rendered == 2 * 2 * 3  # only steps=8: prompts x seeds x schedulers
     more_seeds = sweep(tmp_path, prompts, steps=[1, 2, 4, 8], seeds=3)
     assert more_seeds.stats.rendered == 2 * 1 * 3 * 4 + 2 + 2  # seed 2 everywhere, plus its 2 references and checks
-    assert len(more_seeds.images) == 2 * 3 * 3 * 4 + 2 * 3
+    assert len(more_seeds.images) == 2 * 3 * 3 * 4 + 2 * 3 + 2 * 3
 
 
 def test_a_second_concurrent_run_is_refused(tmp_path, prompts):
@@ -114,7 +114,7 @@ def test_a_killed_run_resumes_to_the_same_complete_result(tmp_path, prompts):
     child.wait()
     assert not (out / "images.parquet").exists()  # the table is folded at the end: the journal holds the rows
     partial = len(RunDir(out).read_images())
-    total = 2 * 3 * 4 * 4 + 2 * 3
+    total = 2 * 3 * 4 * 4 + 2 * 3 + 2 * 3  # sweep, references, their checks
     assert 0 < partial < total, "the kill should land mid-run"
 
     finished = subprocess.run(args, capture_output=True, text=True)

@@ -84,7 +84,11 @@ def test_unset_schedulers_resolve_by_the_model_family():
     assert resolve_sweep(unset, ddpm).schedulers == ("euler", "euler_a", "heun", "ddim", "dpmpp_2m",
                                                         "dpmpp_2m_karras", "unipc")
     assert resolve_sweep(unset, ddpm).reference_scheduler == "dpmpp_2m_karras"
+    assert resolve_sweep(unset, ddpm).check_scheduler == "unipc_karras"
     assert resolve_sweep(unset, flow).schedulers == DEFAULTS["flow"]
-    assert resolve_sweep(unset, flow).reference_scheduler == "flow_dpmpp_2m_karras"
+    assert resolve_sweep(unset, flow).reference_scheduler == "flow_unipc"
+    assert resolve_sweep(unset, flow).check_scheduler == "flow_dpmpp_2m"  # the family's first check that isn't it
+    assert resolve_sweep(load_config(reference_scheduler="flow_dpmpp_2m"), flow).check_scheduler == "flow_unipc"
+    assert resolve_sweep(load_config(certify=False), flow).check_scheduler is None
     given = resolve_sweep(load_config(schedulers="flow_heun", reference_scheduler="same"), flow)
     assert given.schedulers == ("flow_heun",) and given.reference_scheduler == "same"
