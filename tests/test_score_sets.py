@@ -134,7 +134,8 @@ def test_clip_score_through_the_stage_with_a_configured_local_backbone(tmp_path,
     assert run.score.warnings[0].startswith("clip_score: 1 prompt(s) longer than the text encoder's context")
     assert evalkit.run(config).score.warnings[0] == run.score.warnings[0]  # still said on a cached rerun
     scores = run.scores.merge(run.images, on="key")
-    assert len(scores) == len(run.images) == 3 * 3 * 2 * 2 + 3 * 3  # sweep and references
+    # sweep and references (check images only certify references: never scored)
+    assert len(scores) == len(run.images[run.images.role != "check"]) == 3 * 3 * 2 * 2 + 3 * 3
     direct = build(MetricOptions(backbone=backbone)).score(
         load_images(run.dir / p for p in scores.path[:5]), list(scores.prompt[:5]))
     assert np.allclose(scores.value[:5], direct.numpy(), atol=1e-5)
