@@ -123,4 +123,6 @@ def test_bad_check_schedulers_are_one_line_errors(evalkit_cli, tmp_path, prompts
              "choose another solver")
     one_line(evalkit_cli([*base, "--check-scheduler", "euler_a"]), "is stochastic", "deterministic solver")
     one_line(evalkit_cli([*base, "--check-scheduler", "flow_unipc"]), "flow_unipc", "can't sample")
+    one_line(evalkit_cli([*base, "--check-scheduler", "lcm", "--reference-steps", "30"]),  # LCM takes at most 50
+             "check_scheduler 'lcm' refuses 60 steps", "tie-break", "--no-certify")
     assert not (tmp_path / "r").exists()  # refused before the folder is touched

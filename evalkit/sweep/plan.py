@@ -108,8 +108,14 @@ def check_sweep(config: SweepConfig, model: Model) -> None:
     references = {reference_scheduler(config, s) for s in config.schedulers}
     checks = {check_scheduler(config, r) for r in references} - {None}
     for name in references | checks:
-        check_compatible(get_scheduler(name), model.scheduler_config, model.spec,
-                         [config.reference_steps] + ([tiebreak_steps(config)] if name in checks else []))
+        check_compatible(get_scheduler(name), model.scheduler_config, model.spec, [config.reference_steps])
+    for name in checks:  # a tie-break renders the check solver at twice reference_steps
+        try:
+            check_compatible(get_scheduler(name), model.scheduler_config, model.spec, [tiebreak_steps(config)])
+        except EvalkitError:
+            raise EvalkitError(f"check_scheduler {name!r} refuses {tiebreak_steps(config)} steps, which a tie-break "
+                               "between a reference and its check needs (twice reference_steps): choose another "
+                               "check_scheduler, lower reference_steps, or pass --no-certify") from None
     if config.certify and get_scheduler(config.check_scheduler).stochastic:
         raise EvalkitError(f"check_scheduler {config.check_scheduler!r} is stochastic: a reference is certified by a "
                            "second solution of the same ODE; choose a deterministic solver (see `evalkit schedulers`)")
