@@ -21,6 +21,7 @@ from ..stats.mmd import Kernel, mmd2_replicates
 
 IMAGE_PROMPT, IMAGE_REFERENCE, SET = "image+prompt", "image+reference", "set"
 CONVERGENCE, ALIGNMENT, REALISM = "convergence", "alignment", "realism"
+PREFERENCE = "preference"  # learned human-preference, reward and aesthetic scores: absolute, per image
 
 
 # Part of every cached set-metric interval's key (stages/score.py): intervals cached by an earlier method are

@@ -238,7 +238,11 @@ def _cache_only_hf_downloads():
 
 
 class ClipScorer:
-    """Scores (image, prompt) pairs; caches text embeddings per prompt."""
+    """Scores (image, prompt) pairs; caches text embeddings per prompt. `name`: the metric its messages name (a
+    subclass that scores another way, e.g. hpsv2's, sets its own)."""
+
+    name = "clip_score"
+    scale = 100.0  # clip_score = 100 * cos (hpsv2's is the cosine itself)
 
     def __init__(self, model: torch.nn.Module, preprocess: Any, tokenizer: Any, *, backbone: str,
                  batch_size: int = 16, device: str = "cpu"):
@@ -263,7 +267,7 @@ class ClipScorer:
         from PIL import Image
 
         if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
-            raise ValueError(f"clip_score expects uint8 images (B, 3, H, W); got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(f"{self.name} expects uint8 images (B, 3, H, W); got {images.dtype} {tuple(images.shape)}")
         arrays = images.detach().cpu().permute(0, 2, 3, 1).contiguous().numpy()
         return torch.stack([self.preprocess(Image.fromarray(a)) for a in arrays])
 
@@ -304,7 +308,7 @@ class ClipScorer:
         if newly:
             self.truncated += len(newly)
             self.truncated_prompts.extend(newly)
-            warnings.warn(f"clip_score: {len(newly)} prompt(s) longer than the text encoder's "
+            warnings.warn(f"{self.name}: {len(newly)} prompt(s) longer than the text encoder's "
                           f"{self.context_length}-token context were truncated", stacklevel=3)
 
     @torch.no_grad()
@@ -331,10 +335,10 @@ class ClipScorer:
     def score_embeddings(self, embeddings: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """The same score from L2-normalised image embeddings (`image_features`, e.g. read from the feature cache)."""
         if len(prompts) != embeddings.shape[0]:
-            raise ValueError(f"clip_score: {embeddings.shape[0]} images but {len(prompts)} prompts")
+            raise ValueError(f"{self.name}: {embeddings.shape[0]} images but {len(prompts)} prompts")
         if not prompts:
             return torch.zeros(0)
-        return 100.0 * (embeddings.float() * self.text_features(prompts)).sum(dim=-1)
+        return self.scale * (embeddings.float() * self.text_features(prompts)).sum(dim=-1)
 
 
 def build(options: MetricOptions) -> ClipScorer:
