@@ -2,7 +2,7 @@
 base.METRICS when imported, which importing this package does."""
 from __future__ import annotations
 
-from . import clip, cmmd, fid, heads, hpsv2, lpips, pickscore, reference  # noqa: F401  (each module registers its specs)
+from . import clip, cmmd, fid, heads, hpsv2, imagereward, lpips, pickscore, reference  # noqa: F401  (each module registers its specs)
 from .base import METRICS, MetricSpec, register
 from .plugins import is_plugin, load_plugin
 
