@@ -156,7 +156,7 @@ def _pretrained_cfg(backbone: Backbone) -> dict:
     return cfg
 
 
-def _hf_cached(repo_id: str, filenames: Sequence[str]) -> Path | None:
+def hf_cached(repo_id: str, filenames: Sequence[str]) -> Path | None:
     from huggingface_hub import try_to_load_from_cache  # reads the cache only, no network
 
     for name in filenames:
@@ -166,7 +166,7 @@ def _hf_cached(repo_id: str, filenames: Sequence[str]) -> Path | None:
     return None
 
 
-def _hf_expected(repo_id: str, filename: str) -> Path:
+def hf_expected(repo_id: str, filename: str) -> Path:
     repo_dir = hf_hub_cache() / f"models--{repo_id.replace('/', '--')}"
     ref = repo_dir / "refs" / "main"
     revision = ref.read_text().strip() if ref.is_file() else "<revision>"
@@ -197,7 +197,7 @@ def _weight_files(backbone: Backbone) -> list[WeightFile]:
             candidates = [filename]
 
         def path(repo_id=repo_id, candidates=tuple(candidates), filename=filename) -> Path:
-            return _hf_cached(repo_id, candidates) or _hf_expected(repo_id, filename)
+            return hf_cached(repo_id, candidates) or hf_expected(repo_id, filename)
 
         alternatives = " or ".join(candidates)
         return [WeightFile(

@@ -56,7 +56,7 @@ import torch
 
 from ..errors import EvalkitError
 from .base import IMAGE_PROMPT, PREFERENCE, MetricOptions, MetricSpec, WeightFile, register, require_weights
-from .clip import ClipScorer, _hf_cached, _hf_expected
+from .clip import ClipScorer, hf_cached, hf_expected
 
 NAME = "hpsv2"
 ARCHITECTURE = "ViT-H-14"  # the reference's; tests monkeypatch it (see module docstring), nothing else may
@@ -89,7 +89,7 @@ def parse_version(backbone: str | None) -> str:
 def checkpoint_path(version: str) -> Path:
     """Where huggingface_hub keeps the version's checkpoint (resolved now; a placeholder path if not cached)."""
     filename = CHECKPOINTS[version]
-    return _hf_cached(HF_REPO, [filename]) or _hf_expected(HF_REPO, filename)
+    return hf_cached(HF_REPO, [filename]) or hf_expected(HF_REPO, filename)
 
 
 def weights(options: MetricOptions) -> list[WeightFile]:

@@ -86,7 +86,7 @@ from .base import (
     register,
     require_weights,
 )
-from .clip import _hf_cached, _hf_expected
+from .clip import hf_cached, hf_expected
 
 NAME = "imagereward"
 HF_REPO = "THUDM/ImageReward"
@@ -125,7 +125,7 @@ def _parse_backbone(options: MetricOptions) -> None:
 
 
 def _path(repo_id: str, filename: str) -> Path:
-    return _hf_cached(repo_id, [filename]) or _hf_expected(repo_id, filename)
+    return hf_cached(repo_id, [filename]) or hf_expected(repo_id, filename)
 
 
 def _weight(repo_id: str, filename: str, fetch: str, what: str) -> WeightFile:
