@@ -7,6 +7,7 @@ by module path) can ``import tiny_models`` and ``import plugins.tiny_plugin``.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -58,3 +59,14 @@ def evalkit_cli(monkeypatch, capsys):
         return info.value.code, captured.out, captured.err
 
     return call
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails loudly: loaders that must read caches only (metric weights)."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"network access attempted: {args!r}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

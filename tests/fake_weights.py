@@ -9,6 +9,8 @@ Scores computed with these weights mean nothing; they only exercise the code pat
 """
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
 from unittest import mock
 
@@ -81,3 +83,19 @@ def random_inception_fid_state_dict(seed: int = 0) -> dict[str, torch.Tensor]:
 def write_inception_fid(torch_home: str | Path, seed: int = 0) -> Path:
     """The FID Inception (torch-fidelity / torchmetrics ``inception-v3-compat``) checkpoint."""
     return _save(random_inception_fid_state_dict(seed), _checkpoint(torch_home, INCEPTION_FID_FILE))
+
+
+def hub_snapshot(staged: Path, hub: Path, repo_id: str, revision: str) -> Path:
+    """Lay `staged`'s files out as huggingface_hub does under `hub` (HF_HUB_CACHE): blobs by hash, snapshot
+    symlinks, refs/main. Returns the snapshot folder."""
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    (repo / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+    for file in sorted(staged.iterdir()):
+        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+        shutil.copyfile(file, blob)
+        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
+    return snapshot

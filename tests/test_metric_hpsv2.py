@@ -10,7 +10,6 @@ architecture, ViT-L/14, in every run.)
 """
 from __future__ import annotations
 
-import socket
 import warnings
 from pathlib import Path
 
@@ -32,15 +31,7 @@ OPENAI_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
 OPENAI_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails loudly."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")  # conftest: any connection fails loudly
 
 
 def write_hf_checkpoint(hub: Path, state_dict: dict, filename: str = "HPS_v2.1_compressed.pt") -> Path:

@@ -17,11 +17,9 @@ torchvision), visual_encoder -> text_encoder(ids, mask, image tokens) -> [:, 0] 
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ from torch import nn
 
 from evalkit.errors import EvalkitError
 from evalkit.metrics.base import IMAGE_PROMPT, METRICS, PREFERENCE, MetricOptions
+from fake_weights import hub_snapshot
 
 torch.set_num_threads(1)
 
@@ -293,19 +292,7 @@ def make_official(seed: int = 0) -> OfficialImageReward:
 
 
 # -- the fake hub cache ---------------------------------------------------------------------------------------------
-def to_hub(staged: Path, hub: Path, repo_id: str, revision: str) -> Path:
-    """Lay `staged`'s files out as huggingface_hub does: blobs by hash, snapshot symlinks, refs/main."""
-    repo = hub / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / revision
-    (repo / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(revision)
-    for file in sorted(staged.iterdir()):
-        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
-        shutil.copyfile(file, blob)
-        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
-    return snapshot
+
 
 
 def build_fake_hub(root: Path, state: dict | None = None, med: dict | None = None) -> tuple[Path, Path]:
@@ -319,16 +306,10 @@ def build_fake_hub(root: Path, state: dict | None = None, med: dict | None = Non
     (staged_tokenizer / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     (staged_tokenizer / "tokenizer_config.json").write_text(json.dumps({"do_lower_case": True, "model_max_length": 512}))
     hub = root / "hub"
-    return to_hub(staged_model, hub, HF_REPO, "c" * 40), to_hub(staged_tokenizer, hub, TOKENIZER_REPO, "d" * 40)
+    return hub_snapshot(staged_model, hub, HF_REPO, "c" * 40), hub_snapshot(staged_tokenizer, hub, TOKENIZER_REPO, "d" * 40)
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"imagereward tried to open a network connection: {args!r}")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")  # conftest: any connection fails loudly
 
 
 @pytest.fixture(autouse=True)

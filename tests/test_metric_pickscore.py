@@ -10,11 +10,9 @@ the card's transformers 4.x used.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import shutil
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,8 @@ from PIL import Image
 
 from evalkit.errors import EvalkitError
 from evalkit.metrics.base import METRICS, MetricOptions
+from fake_weights import hub_snapshot
+from tiny_models import _bytes_to_unicode as bytes_to_unicode
 
 torch.set_num_threads(1)
 
@@ -52,31 +52,12 @@ def pickscore():
     return module
 
 
-@pytest.fixture
-def no_network(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("pickscore tried to open a network connection")
 
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2 / CLIP byte-level alphabet (printable stand-ins for the 256 byte values)."""
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    extra = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + extra)
-            extra += 1
-    return dict(zip(bs, map(chr, cs)))
 
 
 def _write_tokenizer_sources(folder: Path) -> None:
     """vocab.json + merges.txt: the byte alphabet, word-final variants, a few merges, the two special tokens."""
-    alphabet = list(_bytes_to_unicode().values())
+    alphabet = list(bytes_to_unicode().values())
     vocab = {ch: i for i, ch in enumerate(alphabet)}
     for ch in alphabet:
         vocab[ch + "</w>"] = len(vocab)
@@ -89,19 +70,7 @@ def _write_tokenizer_sources(folder: Path) -> None:
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(MERGES) + "\n")
 
 
-def _to_hub(staged: Path, hub: Path, repo_id: str, revision: str) -> Path:
-    """Lay `staged`'s files out as huggingface_hub does: blobs by hash, snapshot symlinks, refs/main."""
-    repo = hub / f"models--{repo_id.replace('/', '--')}"
-    snapshot = repo / "snapshots" / revision
-    (repo / "blobs").mkdir(parents=True, exist_ok=True)
-    snapshot.mkdir(parents=True, exist_ok=True)
-    (repo / "refs").mkdir(exist_ok=True)
-    (repo / "refs" / "main").write_text(revision)
-    for file in sorted(staged.iterdir()):
-        blob = repo / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
-        shutil.copyfile(file, blob)
-        (snapshot / file.name).symlink_to(Path("..", "..", "blobs", blob.name))
-    return snapshot
+
 
 
 def build_fake_hub(root: Path, *, weights_name: str = "model.safetensors") -> tuple[Path, Path]:
@@ -137,7 +106,7 @@ def build_fake_hub(root: Path, *, weights_name: str = "model.safetensors") -> tu
     (staged_processor / "preprocessor_config.json").write_text(json.dumps(LAION_PREPROCESSOR, indent=2))
     config.save_pretrained(staged_processor)  # the laion repo's config.json: AutoProcessor reads its model_type
     hub = root / "hub"
-    return (_to_hub(staged_model, hub, MODEL_REPO, "a" * 40), _to_hub(staged_processor, hub, PROCESSOR_REPO, "b" * 40))
+    return (hub_snapshot(staged_model, hub, MODEL_REPO, "a" * 40), hub_snapshot(staged_processor, hub, PROCESSOR_REPO, "b" * 40))
 
 
 @pytest.fixture(scope="module")

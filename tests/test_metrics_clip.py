@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import warnings
 from pathlib import Path
 
@@ -16,15 +15,7 @@ from evalkit.metrics.base import ALIGNMENT, IMAGE_PROMPT, MetricOptions
 from evalkit.metrics.clip import CLIP_SCORE, DEFAULT_BACKBONE, parse_backbone
 
 
-@pytest.fixture(autouse=True)
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails loudly."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args!r}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
+pytestmark = pytest.mark.usefixtures("no_network")  # conftest: any connection fails loudly
 
 
 @pytest.fixture(scope="module")

@@ -134,7 +134,6 @@ def _distances(run: RunDir, pairs: pd.DataFrame) -> dict[str, list[float]]:
     """content ("sha:sha" of `key`'s and `check_key`'s images) -> [ssim, max error, mean error], computed for pairs
     not yet cached."""
     cache = read_cache(run.certify_cache, valid=lambda v: isinstance(v, list) and len(v) == 3)
-    cache = {k: list(v) for k, v in cache.items()}
     pairs = pairs.assign(content=pairs.sha256 + ":" + pairs.check_sha256).drop_duplicates("content")
     todo = pairs[~pairs.content.isin(cache.keys())]
     for start in range(0, len(todo), CHUNK):
