@@ -33,7 +33,7 @@ from .metrics import METRICS
 from .metrics.base import MetricOptions
 from .minsteps.answer import summarize_min_steps
 from .minsteps.distribution import PIXEL, Distance, judge_schedulers
-from .minsteps.perseed import DEFAULT_TOLERANCES
+from .minsteps.perseed import default_tolerances
 from .models import load_model
 from .store.files import atomic_write, make_dirs
 from .store.folder import RunDir
@@ -113,7 +113,7 @@ def format_rows(rows: list[dict[str, Any]]) -> list[str]:
 
 def _selftest_one(config: SweepConfig) -> list[dict[str, Any]]:
     """Rows (scheduler, harness, truth, match) for one exact model."""
-    tolerance = {METRIC: (config.tolerances or DEFAULT_TOLERANCES)[METRIC]}
+    tolerance = {METRIC: (config.tolerances or default_tolerances())[METRIC]}
     scored = ScoredRun.read(run(dataclasses.replace(config, tolerances=tolerance)).dir)
     harness = scored.min_steps()["schedulers"]
     images, sweep = scored.images, scored.sweep

@@ -26,7 +26,7 @@ torch.set_num_threads(1)
 from evalkit.metrics import hpsv2  # noqa: E402
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
-FETCH = "huggingface-cli download xswu/HPSv2 HPS_v2.1_compressed.pt"
+FETCH = "HF_HOME=<same HF_HOME> hf download xswu/HPSv2 HPS_v2.1_compressed.pt"
 OPENAI_MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(3, 1, 1)
 OPENAI_STD = torch.tensor([0.26862954, 0.26130258, 0.27577711]).view(3, 1, 1)
 
@@ -123,7 +123,7 @@ def test_weights_resolved_in_hf_cache_at_call_time(tiny):
     (found,) = hpsv2.HPSV2.weights(MetricOptions())
     assert found.found() and found.path() == tiny and found.fetch == FETCH
     (other,) = hpsv2.HPSV2.missing_weights(MetricOptions(backbone="v2.0"))  # only v2.1 is in this cache
-    assert other.fetch == "huggingface-cli download xswu/HPSv2 HPS_v2_compressed.pt"
+    assert other.fetch == "HF_HOME=<same HF_HOME> hf download xswu/HPSv2 HPS_v2_compressed.pt"
 
 
 def test_matches_independent_open_clip(tiny):

@@ -60,7 +60,7 @@ metrics skip every column and neither run reaches minimum steps) is bad input, e
 FID/KID or clip_score, or name the scheduler in the rule.
 
 Without a rules file: a regression rule per per-image metric scored in both runs that has a default
-tolerance (minsteps.perseed.DEFAULT_TOLERANCES, used as max_drop; e.g. psnr has none and is not gated), over every
+tolerance (minsteps.perseed.default_tolerances(), used as max_drop; e.g. psnr has none and is not gated), over every
 shared column, plus `min_steps` with max_increase 0 for every scheduler. With `thresholds_only`, one run
 (the candidate) is judged on the file's [[band]] rules only.
 

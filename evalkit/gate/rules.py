@@ -10,7 +10,7 @@ from ..config import read_toml
 from ..errors import EvalkitError
 from ..metrics import METRICS
 from ..metrics.base import SET
-from ..minsteps.perseed import DEFAULT_TOLERANCES
+from ..minsteps.perseed import default_tolerances
 from ..store.read import Column, ScoredRun
 
 ALL = "*"
@@ -117,9 +117,10 @@ def _number(value: Any, name: str, where: str, minimum: float | None = None) -> 
 def default_rules(base: ScoredRun, cand: ScoredRun) -> list[Rule]:
     """Regression on every per-image metric with a default tolerance scored in both runs; min_steps +0."""
     scored = set(base.set_scores.metric) & set(cand.set_scores.metric)
+    defaults = default_tolerances()
     rules = [Rule("regression", f"default ({name}, max_drop = its default min-steps tolerance)", metric=name,
-                  limit=DEFAULT_TOLERANCES[name])
-             for name in sorted(scored) if name in DEFAULT_TOLERANCES and METRICS.get(name).inputs != SET]
+                  limit=defaults[name])
+             for name in sorted(scored) if name in defaults and METRICS.get(name).inputs != SET]
     return rules + [Rule("min_steps", "default (min_steps, max_increase = 0)", limit=0.0)]
 
 

@@ -94,7 +94,10 @@ class MetricSpec:
     kernel_text: str = ""
     min_n: int = 0  # below this many images a set value is biased: flagged "small-n" with a warning
     perfect: float | None = None  # convergence metrics: the value of an image against itself (the plateau)
-    tolerance: float | None = None  # a default min-steps tolerance the metric declares (plugins)
+    # the default min-steps tolerance (minsteps.perseed.default_tolerances) and, in one line, what a difference of
+    # that size means (the README's table and the report say it)
+    tolerance: float | None = None
+    meaning: str = ""
     # the smallest image side the scorer can take (a convolution's receptive field, a padded window); images are
     # checked against it before anything renders
     min_size: Callable[[MetricOptions], int] = field(default=lambda options: 1, repr=False)

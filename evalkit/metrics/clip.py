@@ -173,6 +173,20 @@ def hf_expected(repo_id: str, filename: str) -> Path:
     return repo_dir / "snapshots" / revision / filename
 
 
+def hf_fetch(repo_id: str, filenames: Sequence[str]) -> str:
+    """The command that puts `filenames` of `repo_id` in the hub cache evalkit reads, on a connected machine."""
+    return f"HF_HOME=<same HF_HOME> hf download {repo_id} {' '.join(filenames)}"
+
+
+def hf_weight(repo_id: str, candidates: Sequence[str], what: str, fetch: str) -> WeightFile:
+    """A file of a Hugging Face repo in the hub cache, looked up when asked (the first of `candidates` present)."""
+    candidates = tuple(candidates)
+    return WeightFile(
+        description=(f"{what}: Hugging Face hub cache ($HF_HUB_CACHE or $HF_HOME/hub)/models--"
+                     f"{repo_id.replace('/', '--')}/snapshots/<refs/main>/{' or '.join(candidates)}"),
+        path=lambda: hf_cached(repo_id, candidates) or hf_expected(repo_id, candidates[0]), fetch=fetch)
+
+
 def _weight_files(backbone: Backbone) -> list[WeightFile]:
     if backbone.checkpoint is not None:
         path = backbone.checkpoint
@@ -205,7 +219,7 @@ def _weight_files(backbone: Backbone) -> list[WeightFile]:
                          f"($HF_HUB_CACHE or $HF_HOME/hub)/models--{repo_id.replace('/', '--')}/snapshots/"
                          f"<revision>/{alternatives} (open_clip's loader reads the first present)"),
             path=path,
-            fetch=(f"HF_HOME=<same HF_HOME> hf download {repo_id} {filename}   # or: {python_fetch}"),
+            fetch=f"{hf_fetch(repo_id, [filename])}   # or: {python_fetch}",
         )]
     url = cfg.get("url", "")
     # open_clip.pretrained.download_pretrained_from_url: cache_dir defaults to ~/.cache/clip.
@@ -371,6 +385,8 @@ CLIP_SCORE = register(MetricSpec(
     inputs=IMAGE_PROMPT,
     kind=ALIGNMENT,
     higher_is_better=True,
+    tolerance=0.5,
+    meaning="0.5 points of 100 x cos(image, prompt): below the score's run-to-run noise",
     backbone=DEFAULT_BACKBONE,
     preprocessing=PREPROCESSING,
     build=build,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from . import clip
+from . import clip, published
 from .base import IMAGE_PROMPT, PREFERENCE, MetricOptions, MetricSpec, WeightFile, hub_checkpoint, register, require_weights
 
 AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
@@ -81,7 +81,7 @@ class ClipHeadScorer:
 
 def laion_aesthetic() -> ClipHeadScorer:
     """LAION aesthetic v2 (linear MSE head on ViT-L/14 OpenAI CLIP), head at $TORCH_HOME/hub/checkpoints/."""
-    return ClipHeadScorer(head=hub_checkpoint(AESTHETIC_FILE), clip_backbone=AESTHETIC_CLIP, tolerance=0.1,
+    return ClipHeadScorer(head=hub_checkpoint(AESTHETIC_FILE), clip_backbone=AESTHETIC_CLIP, tolerance=published.AESTHETIC.tolerance(),
                           fetch=AESTHETIC_FETCH)
 
 
@@ -99,6 +99,7 @@ def _build_aesthetic(options: MetricOptions) -> ClipHeadScorer:
 
 AESTHETIC = register(MetricSpec(
     name="aesthetic", inputs=IMAGE_PROMPT, kind=PREFERENCE, higher_is_better=True,
+    tolerance=published.AESTHETIC.tolerance(), meaning=published.AESTHETIC.meaning(),
     backbone=f"LAION aesthetic predictor v2 ({AESTHETIC_FILE}) on open_clip {AESTHETIC_CLIP}",
     preprocessing=(f"open_clip eval preprocess of {AESTHETIC_CLIP}: uint8 (3,H,W) -> PIL RGB -> Resize(shortest side "
                    "-> 224, bicubic, PIL antialiased) -> CenterCrop(224) -> ToTensor (/255) -> Normalize(OpenAI CLIP "

@@ -23,7 +23,7 @@ those base weights are fully overwritten and never affect the score (buffers out
 attention mask, are computed, not loaded). This module therefore builds the architecture with ``pretrained=None`` and
 loads the HPS state dict strictly: same parameters, without the 3.9 GB base download. The file is resolved in the
 Hugging Face hub cache at call time (``HF_HUB_CACHE`` / ``HF_HOME``, ``models--xswu--HPSv2/snapshots/*/``), never
-downloaded; missing, the metric is skipped with ``huggingface-cli download xswu/HPSv2 HPS_v2.1_compressed.pt``.
+downloaded; missing, the metric is skipped with ``hf download xswu/HPSv2 HPS_v2.1_compressed.pt``.
 ``precision='amp'`` keeps fp32 weights and the reference runs the model under ``torch.cuda.amp.autocast`` (fp16 on a
 GPU, a no-op on CPU); evalkit computes in fp32 everywhere, i.e. the reference's CPU numbers.
 
@@ -55,8 +55,9 @@ from pathlib import Path
 import torch
 
 from ..errors import EvalkitError
+from . import published
 from .base import IMAGE_PROMPT, PREFERENCE, MetricOptions, MetricSpec, WeightFile, register, require_weights
-from .clip import ClipScorer, hf_cached, hf_expected
+from .clip import ClipScorer, hf_cached, hf_expected, hf_fetch, hf_weight
 
 NAME = "hpsv2"
 ARCHITECTURE = "ViT-H-14"  # the reference's; tests monkeypatch it (see module docstring), nothing else may
@@ -95,9 +96,7 @@ def checkpoint_path(version: str) -> Path:
 def weights(options: MetricOptions) -> list[WeightFile]:
     version = parse_version(options.backbone)
     filename = CHECKPOINTS[version]
-    return [WeightFile(description=f"HPS {version} checkpoint {filename} (Hugging Face {HF_REPO})",
-                       path=lambda: checkpoint_path(version),
-                       fetch=f"huggingface-cli download {HF_REPO} {filename}")]
+    return [hf_weight(HF_REPO, (filename,), f"HPS {version} checkpoint {filename}", hf_fetch(HF_REPO, [filename]))]
 
 
 class ResizeLongestPad(torch.nn.Module):
@@ -204,6 +203,8 @@ HPSV2 = register(MetricSpec(
     inputs=IMAGE_PROMPT,
     kind=PREFERENCE,  # a learned human-preference score (base.PREFERENCE)
     higher_is_better=True,
+    tolerance=published.HPSV2.tolerance(),
+    meaning=published.HPSV2.meaning(),
     backbone=f"open_clip {ARCHITECTURE} + {HF_REPO}/{CHECKPOINTS[DEFAULT_VERSION]} ({DEFAULT_VERSION}; v2.0 selectable)",
     preprocessing=PREPROCESSING,
     build=build,

@@ -77,6 +77,7 @@ import torch
 from torch import nn
 
 from ..errors import EvalkitError
+from . import published
 from .base import (
     IMAGE_PROMPT,
     PREFERENCE,
@@ -86,7 +87,7 @@ from .base import (
     register,
     require_weights,
 )
-from .clip import hf_cached, hf_expected
+from .clip import hf_fetch, hf_weight
 
 NAME = "imagereward"
 HF_REPO = "THUDM/ImageReward"
@@ -124,26 +125,15 @@ def _parse_backbone(options: MetricOptions) -> None:
                            f"({HF_REPO}, ImageReward-v1.0); remove {NAME} from backbones")
 
 
-def _path(repo_id: str, filename: str) -> Path:
-    return hf_cached(repo_id, [filename]) or hf_expected(repo_id, filename)
-
-
-def _weight(repo_id: str, filename: str, fetch: str, what: str) -> WeightFile:
-    return WeightFile(
-        description=(f"{what}: Hugging Face hub cache ($HF_HUB_CACHE or $HF_HOME/hub)/models--"
-                     f"{repo_id.replace('/', '--')}/snapshots/<refs/main>/{filename}"),
-        path=lambda: _path(repo_id, filename), fetch=fetch)
-
-
 def weights(options: MetricOptions) -> list[WeightFile]:
     """ImageReward.pt and med_config.json (THUDM/ImageReward), the bert-base-uncased tokenizer files."""
     _parse_backbone(options)
-    model_fetch = f"HF_HOME=<same HF_HOME> hf download {HF_REPO} {CHECKPOINT} {MED_CONFIG}"
-    tokenizer_fetch = f"HF_HOME=<same HF_HOME> hf download {TOKENIZER_REPO} {' '.join(TOKENIZER_FILES)}"
+    model_fetch = hf_fetch(HF_REPO, (CHECKPOINT, MED_CONFIG))
+    tokenizer_fetch = hf_fetch(TOKENIZER_REPO, TOKENIZER_FILES)
     return [
-        _weight(HF_REPO, CHECKPOINT, model_fetch, f"ImageReward v1.0 weights {CHECKPOINT}"),
-        _weight(HF_REPO, MED_CONFIG, model_fetch, f"ImageReward text encoder config {MED_CONFIG}"),
-        *(_weight(TOKENIZER_REPO, name, tokenizer_fetch, f"{TOKENIZER_REPO} tokenizer file {name}")
+        hf_weight(HF_REPO, (CHECKPOINT,), f"ImageReward v1.0 weights {CHECKPOINT}", model_fetch),
+        hf_weight(HF_REPO, (MED_CONFIG,), f"ImageReward text encoder config {MED_CONFIG}", model_fetch),
+        *(hf_weight(TOKENIZER_REPO, (name,), f"{TOKENIZER_REPO} tokenizer file {name}", tokenizer_fetch)
           for name in TOKENIZER_FILES),
     ]
 
@@ -401,6 +391,8 @@ IMAGEREWARD = register(MetricSpec(
     inputs=IMAGE_PROMPT,
     kind=PREFERENCE,  # a learned human-preference reward (base.PREFERENCE)
     higher_is_better=True,
+    tolerance=published.IMAGEREWARD.tolerance(),
+    meaning=published.IMAGEREWARD.meaning(),
     backbone=BACKBONE,
     preprocessing=PREPROCESSING,
     build=build,

@@ -47,6 +47,7 @@ from typing import Any
 import torch
 
 from ..errors import EvalkitError
+from . import published
 from .base import (
     IMAGE_PROMPT,
     PREFERENCE,
@@ -56,7 +57,7 @@ from .base import (
     register,
     require_weights,
 )
-from .clip import hf_hub_cache
+from .clip import hf_cached, hf_fetch, hf_weight
 
 NAME = "pickscore"
 MODEL_REPO = "yuvalkirstain/PickScore_v1"
@@ -81,58 +82,24 @@ def _parse_backbone(options: MetricOptions) -> None:
                            f"remove {NAME} from backbones")
 
 
-def _cached(repo_id: str, filename: str) -> Path | None:
-    """The file in the hub cache at refs/main, or None; reads the cache only, no network."""
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo_id, filename, cache_dir=str(hf_hub_cache()))
-    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
-
-
-def _expected(repo_id: str, filename: str) -> Path:
-    """Where the hub cache would hold the file (for messages when it is missing)."""
-    repo_dir = hf_hub_cache() / f"models--{repo_id.replace('/', '--')}"
-    ref = repo_dir / "refs" / "main"
-    revision = ref.read_text().strip() if ref.is_file() else "<revision>"
-    return repo_dir / "snapshots" / revision / filename
-
-
-def _fetch(repo_id: str, filenames: Sequence[str]) -> str:
-    return f"HF_HOME=<same HF_HOME> hf download {repo_id} {' '.join(filenames)}"
-
-
-def _weight(repo_id: str, candidates: Sequence[str], fetch: str, what: str) -> WeightFile:
-    def path(candidates: tuple[str, ...] = tuple(candidates)) -> Path:
-        for name in candidates:
-            found = _cached(repo_id, name)
-            if found is not None:
-                return found
-        return _expected(repo_id, candidates[0])
-
-    files = " or ".join(candidates)
-    return WeightFile(
-        description=(f"{what}: Hugging Face hub cache ($HF_HUB_CACHE or $HF_HOME/hub)/models--"
-                     f"{repo_id.replace('/', '--')}/snapshots/<refs/main>/{files}"),
-        path=path, fetch=fetch)
-
-
 def weights(options: MetricOptions) -> list[WeightFile]:
     """Every file the two loaders read, each resolved in the hub cache at call time."""
     _parse_backbone(options)
-    model_fetch = _fetch(MODEL_REPO, ("config.json", MODEL_WEIGHT_FILES[0]))
-    processor_fetch = _fetch(PROCESSOR_REPO, PROCESSOR_FILES)
+    model_fetch = hf_fetch(MODEL_REPO, ("config.json", MODEL_WEIGHT_FILES[0]))
+    processor_fetch = hf_fetch(PROCESSOR_REPO, PROCESSOR_FILES)
     return [
-        _weight(MODEL_REPO, ("config.json",), model_fetch, f"{MODEL_REPO} model config"),
-        _weight(MODEL_REPO, MODEL_WEIGHT_FILES, model_fetch, f"{MODEL_REPO} weights (transformers reads the first present)"),
-        *(_weight(PROCESSOR_REPO, (name,), processor_fetch, f"{PROCESSOR_REPO} processor file {name}")
+        hf_weight(MODEL_REPO, ("config.json",), f"{MODEL_REPO} model config", model_fetch),
+        hf_weight(MODEL_REPO, MODEL_WEIGHT_FILES, f"{MODEL_REPO} weights (transformers reads the first present)",
+                  model_fetch),
+        *(hf_weight(PROCESSOR_REPO, (name,), f"{PROCESSOR_REPO} processor file {name}", processor_fetch)
           for name in PROCESSOR_FILES),
     ]
 
 
 def snapshot_dirs() -> tuple[Path, Path]:
     """(PickScore_v1 snapshot, laion processor snapshot) folders in the hub cache, at refs/main."""
-    model = _cached(MODEL_REPO, "config.json")
-    processor = _cached(PROCESSOR_REPO, "preprocessor_config.json")
+    model = hf_cached(MODEL_REPO, ["config.json"])
+    processor = hf_cached(PROCESSOR_REPO, ["preprocessor_config.json"])
     if model is None or processor is None:
         require_weights(weights(MetricOptions()), NAME)  # raises, naming what is missing
     return model.parent, processor.parent
@@ -236,6 +203,8 @@ PICKSCORE = register(MetricSpec(
     inputs=IMAGE_PROMPT,
     kind=PREFERENCE,
     higher_is_better=True,
+    tolerance=published.PICKSCORE.tolerance(),
+    meaning=published.PICKSCORE.meaning(),
     backbone=BACKBONE,
     preprocessing=PREPROCESSING,
     build=build,

@@ -6,7 +6,8 @@ others: the prompts, or for a ``convergence`` metric the high-step reference ima
 and declares ``name`` (becomes the metric's name in every table), ``higher_is_better``, ``kind``
 (``convergence``, or an absolute kind: ``alignment``, ``realism``, ``aesthetic``, ...) and ``identity``
 (what its values depend on, e.g. a weights hash: part of every cache key). Optional: ``preprocessing``
-(text), ``tolerance`` (default min-steps tolerance), ``perfect`` (convergence: the value of an image
+(text), ``tolerance`` (default min-steps tolerance) and ``meaning`` (one line: what a difference that size
+means), ``perfect`` (convergence: the value of an image
 against itself). A factory that raises FileNotFoundError has missing weights: the metric is skipped
 with the error's text, which should say how to fetch them.
 
@@ -158,6 +159,7 @@ def load_plugin(source: str) -> MetricSpec:
         preprocessing=str(getattr(scorer, "preprocessing", "") or "the plugin's own"),
         build=lambda options: plugin_scorer(source),
         tolerance=getattr(scorer, "tolerance", None),
+        meaning=str(getattr(scorer, "meaning", "") or ""),
         perfect=getattr(scorer, "perfect", None),
         plugin=source,
     )

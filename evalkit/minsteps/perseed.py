@@ -20,17 +20,6 @@ from ..metrics.base import CONVERGENCE, SET
 from ..stats.bootstrap import orientation, paired_difference
 from .rule import Evidence
 
-# What a user sees at each default tolerance:
-DEFAULT_TOLERANCES = {
-    # mean LPIPS to the same-seed reference <= 0.05: side by side, only small texture differences remain
-    "lpips": 0.05,
-    # mean SSIM to the reference >= 0.95: the same picture; what differs is fine grain, visible only when
-    # flipping between the two (on the exact model, Euler at 30 steps sits at 0.95, at 50 steps at 0.97)
-    "ssim": 0.05,
-    # CLIP score within 0.5 points (of 100) of the highest swept count: below typical run-to-run noise
-    "clip_score": 0.5,
-}
-
 RULE = ("Minimum useful steps: the smallest swept step count from which, at that count and every larger swept "
         "count, each gating metric stays within its tolerance of the plateau at the 95% confidence bound (the "
         "worse end of the paired-bootstrap interval over prompt+seed units, not the mean). The plateau is the "
@@ -39,11 +28,16 @@ RULE = ("Minimum useful steps: the smallest swept step count from which, at that
         "A count with any broken (non-finite or blank) image, or broken reference, never passes.")
 
 
+def default_tolerances() -> dict[str, float]:
+    """Each registered metric's default min-steps tolerance, as its spec declares it, built-ins and plugins alike
+    (what a difference that size means: spec.meaning, the README's table, the report)."""
+    return {spec.name: spec.tolerance for spec in METRICS if spec.tolerance is not None}
+
+
 def gating_tolerances(tolerances: dict[str, float] | None, scored: set[str] | list[str]) -> dict[str, float]:
-    """The per-image metrics that gate, with their tolerances: the given ones (config or flag), else the defaults
-    plus what metric plugins declare, among the `scored` metrics."""
-    declared = {spec.name: spec.tolerance for spec in METRICS if spec.tolerance is not None}  # plugins
-    return {m: t for m, t in (tolerances or {**DEFAULT_TOLERANCES, **declared}).items()
+    """The per-image metrics that gate, with their tolerances: the given ones (config or flag), else the defaults,
+    among the `scored` metrics."""
+    return {m: t for m, t in (tolerances or default_tolerances()).items()
             if m in scored and METRICS.get(m).inputs != SET}
 
 

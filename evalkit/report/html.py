@@ -17,6 +17,7 @@ from plotly.offline import get_plotlyjs
 
 from ..config import check_plotly_js
 from ..errors import EvalkitError
+from ..metrics import METRICS
 from ..store.files import atomic_write
 from ..store.folder import RunDir
 from ..store.read import ScoredRun
@@ -230,12 +231,29 @@ def min_steps_section(data: ScoredRun) -> str:
         return ('<p class="absent">Minimum useful steps not computed for this run '
                 f'(run <code>evalkit min-steps {esc(data.dir)}</code> to add them).</p>')
     rows = "".join(min_steps_row(name, info or {}) for name, info in (block.get("schedulers") or {}).items())
-    tolerances = ", ".join(f"{esc(k)} {fmt(v)}" for k, v in (block.get("tolerances") or {}).items())
+    tolerances = tolerance_items(block.get("tolerances") or {})
     return ('<table class="data min-steps"><thead><tr><th>scheduler</th><th>min useful steps</th><th>NFE</th>'
             '<th>s / image</th><th>quality there vs plateau</th><th>knee</th><th>judged by</th></tr></thead>'
             f'<tbody>{rows}</tbody></table>'
             f'<p class="rule"><b>Rule:</b> {esc(block.get("rule", "(not stated)"))}</p>'
-            + (f'<p class="rule"><b>Tolerances:</b> {tolerances}</p>' if tolerances else ""))
+            + (f'<p class="rule"><b>Tolerances</b> (what a difference that size means):</p>'
+               f'<ul class="tolerances">{tolerances}</ul>' if tolerances else ""))
+
+
+def tolerance_items(tolerances: dict) -> str:
+    """Each gating metric's tolerance and, in one line, what a difference of its default size means (spec.meaning)."""
+    specs = {spec.name: spec for spec in METRICS}
+    items = []
+    for name, value in tolerances.items():
+        spec = specs.get(name)
+        meaning = spec.meaning if spec is not None else ""
+        if meaning and spec.tolerance is not None and abs(spec.tolerance - float(value)) > 1e-12:
+            meaning = f"(default {fmt(spec.tolerance)}: {meaning})"
+        elif meaning:
+            meaning = f": {meaning}"
+        items.append(f"<li><b>{esc(name)}</b> {fmt(value)}{esc(' ' + meaning if meaning.startswith('(') else meaning)}"
+                     "</li>")
+    return "".join(items)
 
 
 def min_steps_row(name: str, info: dict) -> str:

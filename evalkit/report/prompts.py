@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..minsteps.perseed import DEFAULT_TOLERANCES
+from ..minsteps.perseed import default_tolerances
 from ..minsteps.rule import decide
 from ..store.read import ScoredRun
 from ..store.tables import NOT_CONVERGENT
@@ -43,8 +43,9 @@ def stated_tolerance(data: ScoredRun, metric: str) -> tuple[float | None, str]:
     given = data.min_steps().get("tolerances", {})
     if metric in given:
         return float(given[metric]), "summary.json min_steps tolerances"
-    if metric in DEFAULT_TOLERANCES:
-        return DEFAULT_TOLERANCES[metric], "report default (min_steps not computed)"
+    defaults = default_tolerances()
+    if metric in defaults:
+        return defaults[metric], "report default (min_steps not computed)"
     return None, "none"
 
 
