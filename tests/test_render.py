@@ -91,6 +91,22 @@ def test_rerun_renders_nothing_and_new_steps_or_seeds_render_only_new_jobs(tmp_p
     assert len(more_seeds.images) == 2 * 3 * 3 * 4 + 2 * 3 + 2 * 3
 
 
+def test_a_table_written_before_prompt_labels_reads_and_takes_the_plans_labels_without_rendering(tmp_path, prompts):
+    """A prompt's id, category and challenge are not in its images' keys: an images.parquet from before they existed
+    (no category/challenge columns, other ids) is read, and a rerun rewrites the labels, never the images."""
+    first = sweep(tmp_path, prompts)
+    table = pd.read_parquet(first.dir / "images.parquet")
+    expected = dict(zip(table.key, table.prompt_id))
+    old = table.drop(columns=["category", "challenge"]).assign(prompt_id="old-" + table.prompt_id)
+    old.to_parquet(first.dir / "images.parquet")
+    again = sweep(tmp_path, prompts)
+    assert again.stats.rendered == 0
+    relabelled = pd.read_parquet(first.dir / "images.parquet")
+    assert list(relabelled.columns) == IMAGE_COLUMNS
+    assert dict(zip(relabelled.key, relabelled.prompt_id)) == expected
+    assert set(relabelled.category) == {""} and set(relabelled.challenge) == {""}
+
+
 def test_a_second_concurrent_run_is_refused(tmp_path, prompts):
     folder = RunDir(tmp_path / "run")
     folder.prepare()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
@@ -27,6 +28,7 @@ from ..models import LoadOptions, Model, load_model, resolve_device
 from ..models.base import check_images
 from ..store.files import atomic_write
 from ..store.folder import RunDir
+from ..store.tables import LABELS
 from ..sweep.plan import RenderJob, RenderSettings
 from ..sweep.schedulers import build_scheduler, get_scheduler
 from .executors import LocalExecutor
@@ -141,6 +143,8 @@ def render_jobs(run: RunDir, jobs: list[RenderJob], renderer: Callable[[], Rende
     """
     executor = executor or LocalExecutor()
     run.compact_images()  # folds a killed run's journal (and drops a line torn mid-append)
+    run.relabel_images(pd.DataFrame([(j.key, j.prompt_id, j.category, j.challenge) for j in jobs],
+                                    columns=["key", *LABELS]))
     table = run.read_images()
     table = table[table.key.isin({job.key for job in jobs})]
     altered = run.altered(table)  # a PNG truncated, changed or replaced since: rendered again
@@ -223,7 +227,7 @@ def _save_image(run: RunDir, rendered: Rendered) -> dict[str, Any]:
         "scheduler": job.scheduler, "steps": job.steps, "nfe": rendered.nfe, "role": job.role,
         "seconds": rendered.seconds, "path": run.image_row_path(job.key),
         "sha256": hashlib.sha256(data).hexdigest(), "width": rendered.width, "height": rendered.height,
-        "flags": rendered.flags,
+        "flags": rendered.flags, "category": job.category, "challenge": job.challenge,
     }
 
 

@@ -30,7 +30,8 @@ from ..errors import EvalkitError
 from ..sweep.plan import CHECK, REFERENCE, SWEEP
 from .files import (TMP_PREFIX, UMASK, atomic_write, atomic_write_json, atomic_write_table, digest, fits, read_json,
                     read_table, sha256_of, write_all, write_failed)
-from .tables import (CERTIFICATION_COLUMNS, CERTIFICATION_SCHEMA, IMAGE_COLUMNS, IMAGE_SCHEMA, JOB_SCHEMA,
+from .tables import (CERTIFICATION_COLUMNS, CERTIFICATION_SCHEMA, IMAGE_COLUMNS, IMAGE_OPTIONAL, IMAGE_SCHEMA,
+                     JOB_SCHEMA, LABELS,
                      SCORE_COLUMNS, SCORE_SCHEMA, SET_SCORE_COLUMNS, SET_SCORE_OPTIONAL, SET_SCORE_SCHEMA)
 
 RERENDER, RESCORE = "`evalkit render {dir}`", "`evalkit score {dir}`"
@@ -249,6 +250,21 @@ class RunDir:
         except OSError as exc:
             raise write_failed(self.images_journal, exc) from None
 
+    def relabel_images(self, labels: pd.DataFrame) -> None:
+        """Give rendered images the current plan's labels (`labels`: key + tables.LABELS): a prompt's id, category
+        and challenge are not part of its images' keys, so a rerun after they change (a suite read with its
+        categories, content ids for positional ones) keeps every image and rewrites only its row."""
+        self.compact_images()
+        if not self.images_table.exists():
+            return
+        table = self._image_rows()
+        current = table[["key"]].merge(labels.drop_duplicates("key"), on="key", how="left")
+        known = current.prompt_id.notna().to_numpy()
+        changed = known & (current[LABELS].fillna("").to_numpy() != table[LABELS].fillna("").to_numpy()).any(axis=1)
+        if changed.any():
+            table.loc[changed, LABELS] = current.loc[changed, LABELS].to_numpy()
+            atomic_write_table(self.images_table, table)
+
     def compact_images(self) -> None:
         """Fold the journal into images.parquet (atomic), one row per key, then drop the journal."""
         if self.images_journal.exists():
@@ -259,11 +275,11 @@ class RunDir:
         """Every row of images.parquet (each value checked against IMAGE_SCHEMA) and of the journal, one per key."""
         fix = (f"delete it and rerun {RERENDER.format(dir=self.path)} (images whose rows are lost are rendered "
                "again)")
-        frames = [read_table(self.images_table, IMAGE_SCHEMA, fix)[IMAGE_COLUMNS]] \
+        frames = [_with_labels(read_table(self.images_table, IMAGE_SCHEMA, fix, optional=IMAGE_OPTIONAL))] \
             if self.images_table.exists() else []
         if self.images_journal.exists():
             rows = [row for line in self.images_journal.read_bytes().splitlines() if (row := self._journal_row(line))]
-            frames.append(pd.DataFrame(rows, columns=IMAGE_COLUMNS))
+            frames.append(_with_labels(pd.DataFrame(rows)) if rows else pd.DataFrame(columns=IMAGE_COLUMNS))
         frames = [f for f in frames if len(f)]
         if not frames:
             return pd.DataFrame(columns=IMAGE_COLUMNS)
@@ -277,8 +293,8 @@ class RunDir:
             row = json.loads(line)
         except ValueError:
             return None
-        if not isinstance(row, dict) or set(row) != set(IMAGE_COLUMNS) \
-                or not all(fits(row[c], kind) for c, kind in IMAGE_SCHEMA.items()) \
+        if not isinstance(row, dict) or not set(IMAGE_SCHEMA) <= set(row) <= set(IMAGE_COLUMNS) \
+                or not all(fits(row.get(c, ""), kind) for c, kind in {**IMAGE_SCHEMA, **IMAGE_OPTIONAL}.items()) \
                 or not self._is_own(row["key"], row["path"], row["role"]):
             return None
         return row
@@ -326,3 +342,12 @@ class RunDir:
                                f"images.parquet), e.g. {self.image_path(missing[0])}: {redo}")
         self.check_intact(images)
         return images
+
+
+def _with_labels(table: pd.DataFrame) -> pd.DataFrame:
+    """An images table with every column, the labels a row written before them lacks read as ""."""
+    for column in IMAGE_OPTIONAL:
+        if column not in table.columns:
+            table[column] = ""
+        table[column] = table[column].fillna("").astype(str)
+    return table[IMAGE_COLUMNS]

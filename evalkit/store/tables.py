@@ -14,6 +14,9 @@ from .files import NUMBER, TEXT, WHOLE, or_empty
 IMAGE_SCHEMA = {"key": TEXT, "prompt_id": TEXT, "prompt": TEXT, "seed": WHOLE, "scheduler": TEXT, "steps": WHOLE,
                 "nfe": WHOLE, "role": TEXT, "seconds": NUMBER, "path": TEXT, "sha256": TEXT, "width": WHOLE,
                 "height": WHOLE, "flags": or_empty(TEXT)}
+# the prompt's labels (sweep.prompts.Prompt) came later: a table or journal row without them reads as ""
+IMAGE_OPTIONAL = {"category": or_empty(TEXT), "challenge": or_empty(TEXT)}
+LABELS = ["prompt_id", "category", "challenge"]  # what a plan says of an image beyond its pixels: relabelled, never keyed
 JOB_SCHEMA = {"key": TEXT}
 SCORE_SCHEMA = {"key": TEXT, "metric": TEXT, "value": NUMBER}
 # `broken` and `flags` came later: a table without them reads as 0 and no flags
@@ -30,7 +33,7 @@ CERTIFICATION_SCHEMA = {"key": TEXT, "prompt_id": TEXT, "seed": WHOLE, "schedule
 # which then stands in for it; no two of the three agree, or the check is broken; or it was not checked
 # (certification off, a stochastic reference, the check solver's own reference, or a broken reference)
 CERTIFIED, CORRECTED, UNCERTIFIED, UNCHECKED = "certified", "corrected", "uncertified", "unchecked"
-IMAGE_COLUMNS = list(IMAGE_SCHEMA)
+IMAGE_COLUMNS = [*IMAGE_SCHEMA, *IMAGE_OPTIONAL]
 CERTIFICATION_COLUMNS = list(CERTIFICATION_SCHEMA)
 SCORE_COLUMNS = list(SCORE_SCHEMA)
 SET_SCORE_COLUMNS = [*SET_SCORE_SCHEMA, *SET_SCORE_OPTIONAL]

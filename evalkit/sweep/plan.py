@@ -35,6 +35,8 @@ class RenderJob:
     scheduler: str
     steps: int
     role: str
+    category: str = ""  # the prompt's (sweep.prompts.Prompt): carried to images.parquet, not part of the key
+    challenge: str = ""
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def _job_maker(model: Model, settings: RenderSettings, schedulers: set[str]):
 
     def job(prompt: Prompt, seed: int, scheduler: str, steps: int, role: str) -> RenderJob:
         key = job_key(model.identity, resolved[scheduler], scheduler, steps, seed, prompt.text, settings)
-        return RenderJob(key, prompt.id, prompt.text, seed, scheduler, steps, role)
+        return RenderJob(key, prompt.id, prompt.text, seed, scheduler, steps, role, prompt.category, prompt.challenge)
 
     return job
 

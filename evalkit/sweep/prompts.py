@@ -20,6 +20,9 @@ SUPPORTED_EXTENSIONS = (".txt", ".csv", ".tsv", ".jsonl")
 class Prompt:
     id: str
     text: str
+    category: str = ""  # the suite's category of the prompt ("" where the file has none)
+    challenge: str = ""  # PartiPrompts' challenge level ("" elsewhere)
+    meta: tuple[tuple[str, str], ...] = ()  # the row's other columns, (name, value), kept as prompt metadata
 
 
 def load_prompts(path: str | Path) -> list[Prompt]:
