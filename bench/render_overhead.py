@@ -24,7 +24,7 @@ import evalkit
 from evalkit.config import load_config
 from evalkit.stages.render import CallCounter, SamplerCache, _batches, _call_pipeline
 from evalkit.sweep.plan import RenderSettings, plan_jobs, prepare_sweep
-from evalkit.sweep.prompts import load_prompts
+from evalkit.sweep.sample import run_prompts
 
 SWEEPS = {
     "builtin": {},  # the default sweep's schedulers and steps
@@ -36,7 +36,7 @@ SWEEPS = {
 def raw_seconds(config, batch_size: int) -> float:
     """The same jobs as the stage renders, through the same pipeline calls, with nothing around them."""
     config, model = prepare_sweep(config)
-    jobs = plan_jobs(config, model, load_prompts(config.prompts_path()))
+    jobs = plan_jobs(config, model, run_prompts(config).prompts)  # the prompts the stage renders
     settings = RenderSettings.resolve(config, model)
     counter, samplers = CallCounter(model.denoiser), SamplerCache(model)
     start = time.perf_counter()

@@ -31,7 +31,7 @@ from .stages.render import RenderStats, render_jobs, renderer_for
 from .stages.score import ScoreResult, score_images
 from .stages.summary import write_summary
 from .sweep.plan import RenderJob, RenderSettings, model_options, plan_jobs, prepare_sweep
-from .sweep.prompts import load_prompts
+from .sweep.sample import run_prompts
 
 
 @dataclass
@@ -65,7 +65,8 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
     """Stage 1 for a config: plan, then render what is missing. Safe to rerun; resumes a killed run."""
     config = resolve_config(config, **overrides)
     check_metrics(config)
-    prompts = load_prompts(config.prompts_path())
+    chosen = run_prompts(config)  # read (and sampled) before the folder is touched: a bad source changes nothing
+    prompts = chosen.prompts
     if config.backend == "local":  # Ray workers resolve the device on their own nodes
         check_device(config.device)
     config, model = prepare_sweep(config)
@@ -77,6 +78,7 @@ def render(config: SweepConfig | dict[str, Any] | str | os.PathLike | None = Non
     with run_dir.lock():  # before anything in the folder is touched: a second run must not clean our temp files
         run_dir.prepare()
         resolved = run_dir.save_config(config)
+        run_dir.write_prompts(chosen)
         run_dir.write_jobs([job.key for job in jobs])
         executor = make_executor(config)
         renderer = renderer_for(executor, model, settings, model_options(config, device=config.device))

@@ -16,11 +16,12 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_
 
 def _sweep_overrides(model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
                      reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference,
-                     certify=None, check_scheduler=None):
+                     certify=None, check_scheduler=None, prompt_format=None, prompt_columns=None, prompt_sample=None):
     return dict(model=model, schedulers=parse_list(schedulers) if schedulers else None, steps=steps, seeds=seeds,
                 metrics=parse_list(metrics) if metrics else None, backbones=backbones, fid_reference=fid_reference,
-                prompts=prompts, out=out, batch_size=batch_size, device=device, dtype=dtype, guidance=guidance,
-                size=size, reference_steps=reference_steps, reference_scheduler=reference_scheduler,
+                prompts=prompts, prompt_format=prompt_format, prompt_columns=prompt_columns,
+                prompt_sample=prompt_sample, out=out, batch_size=batch_size, device=device, dtype=dtype,
+                guidance=guidance, size=size, reference_steps=reference_steps, reference_scheduler=reference_scheduler,
                 negative_prompt=negative_prompt, certify=certify, check_scheduler=check_scheduler)
 
 
@@ -29,7 +30,15 @@ _MODEL = typer.Option(None, help="builtin:mixture | diffusers:ID_OR_PATH | pytho
 _SCHEDULERS = typer.Option(None, help="Comma-separated scheduler names (see `evalkit schedulers`).")
 _STEPS = typer.Option(None, help="Comma-separated step counts, e.g. 1,2,4,8,16.")
 _SEEDS = typer.Option(None, help="Number of seeds (0..N-1) or a comma-separated list.")
-_PROMPTS = typer.Option(None, help="Prompt file: .txt, .csv/.tsv (prompt column) or .jsonl.")
+_PROMPTS = typer.Option(None, help="Prompts: a .txt/.csv/.tsv/.jsonl file, a published suite (PartiPrompts, "
+                                    "DrawBench, GenEval, HPDv2, T2I-CompBench: a file, folder or glob) or "
+                                    "hf:NAME[:SPLIT] from the local Hugging Face cache.")
+_PROMPT_FORMAT = typer.Option(None, help="auto (default: by columns or shape) | txt | csv | tsv | jsonl | "
+                                         "partiprompts | drawbench | geneval | hpdv2 | t2i-compbench | hf")
+_PROMPT_COLUMNS = typer.Option(None, help="role=column pairs naming the source's columns, e.g. "
+                                          "prompt=caption,category=style (roles: prompt, category, challenge, id).")
+_PROMPT_SAMPLE = typer.Option(None, help="A reproducible subset: N, or n=N,by=COLUMN,allocation=proportional|equal,"
+                                         "seed=S (a bigger n keeps every earlier prompt).")
 _OUT = typer.Option(None, help="Run folder (default reports/<model>).")
 _BACKEND = typer.Option(None, help="Where render and score run: local (default) | ray.")
 _RAY_ADDRESS = typer.Option(None, help="Ray cluster: unset starts a local one; auto | HOST:PORT joins one.")
@@ -50,7 +59,8 @@ def _execution(backend, ray_address, workers, gpus_per_worker) -> dict:
 @app.command()
 def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedulers: Optional[str] = _SCHEDULERS,
         steps: Optional[str] = _STEPS, seeds: Optional[str] = _SEEDS, prompts: Optional[str] = _PROMPTS,
-        out: Optional[str] = _OUT, batch_size: Optional[int] = typer.Option(None), device: Optional[str] = None,
+        prompt_format: Optional[str] = _PROMPT_FORMAT, prompt_columns: Optional[str] = _PROMPT_COLUMNS,
+        prompt_sample: Optional[str] = _PROMPT_SAMPLE, out: Optional[str] = _OUT, batch_size: Optional[int] = typer.Option(None), device: Optional[str] = None,
         dtype: Optional[str] = None, guidance: Optional[float] = None, size: Optional[int] = None,
         reference_steps: Optional[int] = None, reference_scheduler: Optional[str] = None,
         certify: Optional[bool] = _CERTIFY, check_scheduler: Optional[str] = _CHECK_SCHEDULER,
@@ -66,7 +76,8 @@ def run(config: Optional[str] = _CONFIG, model: Optional[str] = _MODEL, schedule
     resolved = resolve_config(_path(config), **_sweep_overrides(  # config errors come before the stages are imported
         model, schedulers, steps, seeds, prompts, out, batch_size, device, dtype, guidance, size,
         reference_steps, reference_scheduler, negative_prompt, metrics, backbones, fid_reference, certify,
-        check_scheduler), **_execution(backend, ray_address, workers, gpus_per_worker))
+        check_scheduler, prompt_format, prompt_columns, prompt_sample),
+        **_execution(backend, ray_address, workers, gpus_per_worker))
     _INTERRUPTED_RUN.append(resolved.run_dir())
     from .api import run as run_sweep
 
@@ -185,7 +196,7 @@ def gate(baseline: Optional[str] = typer.Option(None, help="The run folder to co
          rules: Optional[str] = typer.Option(None, help="Rules file (TOML); default: regressions and min steps."),
          junit: Optional[str] = typer.Option(None, help="Write JUnit XML here (one testcase per rule)."),
          markdown: Optional[str] = typer.Option(None, help="Write a PR-comment summary here."),
-         thresholds_only: bool = typer.Option(False, help="Judge the candidate on [[band]] rules alone.")):
+         thresholds_only: bool = typer.Option(False, help="Judge the candidate on \\[\\[band]] rules alone.")):
     """Release gate: exit 0 if every rule passes, 1 if any fails, 2 on bad input."""
     from .gate import gate_main
 

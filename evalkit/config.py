@@ -28,6 +28,14 @@ MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed 64-bit seed
 # far more than any distribution metric needs (FID's authors ask for 10k+ images in all).
 MAX_SEED_COUNT = 1_000_000
 PATH_KEYS = ("prompts", "out", "fid_reference")  # config values that name files or folders
+HF_PREFIX = "hf:"  # prompts = "hf:NAME[:SPLIT]": a Hugging Face dataset in the local cache, not a path
+# How a prompt source is read (sweep/prompts.py and sweep/suites.py hold one reader per name; config only needs the
+# names, so validating a config imports no reader). "auto" recognises the format by the source's columns or shape.
+PROMPT_FORMATS = ("auto", "txt", "csv", "tsv", "jsonl", "partiprompts", "drawbench", "geneval", "hpdv2",
+                  "t2i-compbench", "hf")
+PROMPT_ROLES = ("prompt", "category", "challenge", "id")  # prompt_columns: what each source column is to evalkit
+SAMPLE_KEYS = ("n", "by", "allocation", "seed")  # prompt_sample
+ALLOCATIONS = ("proportional", "equal")
 # Largest image side: 4096 px already means 48 MiB of float32 pixels per image at each denoising step (plus the
 # model's activations); no text-to-image model renders much beyond that natively, and a typo like 100000 px
 # would need 120 GB for one image before anything fails.
@@ -42,7 +50,12 @@ class SweepConfig:
     schedulers: tuple[str, ...] | None = None  # None: the model family's defaults (sweep/schedulers.py)
     steps: tuple[int, ...] = DEFAULT_STEPS
     seeds: tuple[int, ...] = (0, 1, 2, 3)  # `seeds = 4` in TOML or `--seeds 4` means 0..3
-    prompts: str = DEFAULT_PROMPTS
+    prompts: str = DEFAULT_PROMPTS  # a file, a folder (or glob) of suite files, or "hf:NAME[:SPLIT]"
+    prompt_format: str = "auto"  # PROMPT_FORMATS; auto: recognised by the source's columns or shape
+    # the source's column for each of PROMPT_ROLES, e.g. {prompt = "caption"} (tables, jsonl and hf: sources)
+    prompt_columns: dict[str, str] = field(default_factory=dict)
+    # {} = every prompt; else {n, by, allocation, seed}: a reproducible stratified subset (sweep/sample.py)
+    prompt_sample: dict[str, Any] = field(default_factory=dict)
     out: str | None = None  # default: reports/<model name>
     batch_size: int = 8
     device: str = "auto"  # auto: cuda if available, else mps, else cpu
@@ -83,11 +96,30 @@ class SweepConfig:
         return Path("reports") / _slug(self.model)
 
     def prompts_path(self) -> Path:
-        """The prompt file; the shipped default is found from any working directory."""
+        """The prompt file (or folder); the shipped default is found from any working directory."""
         path = Path(self.prompts)
         if self.prompts == DEFAULT_PROMPTS and not path.exists():
             return PROJECT_ROOT / DEFAULT_PROMPTS
         return path
+
+    def prompts_source(self) -> str:
+        """The prompts as a run folder records them: an absolute path, or the `hf:` dataset as written."""
+        return self.prompts if is_hf_source(self.prompts) else str(self.prompts_path().resolve())
+
+
+def is_hf_source(prompts: str) -> bool:
+    return prompts.startswith(HF_PREFIX)
+
+
+def hf_source(prompts: str) -> tuple[str, str | None]:
+    """`hf:NAME[:SPLIT]` -> (NAME, SPLIT or None), or a one-line error saying how to write it."""
+    name, _, split = prompts[len(HF_PREFIX):].partition(":")
+    name, split = name.strip(), split.strip()
+    if not name or ":" in split or name.count("/") > 1 or name.startswith("/") or name.endswith("/") \
+            or (prompts.count(":") > 1 and not split):
+        raise EvalkitError(f"prompts {prompts!r} is not a Hugging Face dataset name: write hf:NAME or hf:NAME:SPLIT, "
+                           "e.g. hf:nateraw/parti-prompts:train")
+    return name, split or None
 
 
 KEYS = [f.name for f in dataclasses.fields(SweepConfig)]
@@ -130,6 +162,12 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
         v["backbones"] = _backbones(v["backbones"])
     if "tolerances" in v:
         v["tolerances"] = parse_tolerances(v["tolerances"])
+    if v.get("prompt_format") is not None:
+        v["prompt_format"] = _prompt_format(v["prompt_format"])
+    if v.get("prompt_columns") is not None:
+        v["prompt_columns"] = _prompt_columns(v["prompt_columns"])
+    if v.get("prompt_sample") is not None:
+        v["prompt_sample"] = parse_prompt_sample(v["prompt_sample"])
     if v.get("size") is not None and v["size"] > MAX_SIZE:
         raise EvalkitError(f"size {v['size']} px is too large (limit {MAX_SIZE}: one {v['size']}² image needs "
                            f"{3 * 4 * v['size'] ** 2 / 2**30:.0f} GiB of float32 pixels alone): use e.g. --size 512")
@@ -153,6 +191,7 @@ def make_config(values: dict[str, Any], source: str = "config") -> SweepConfig:
     if isinstance(v.get("dtype"), str) and v["dtype"] not in DTYPES:
         raise EvalkitError(f"unknown dtype {v['dtype']!r}: use {', '.join(DTYPES)}")
     config = SweepConfig(**v)
+    _check_prompt_source(config)
     if any(name.startswith("python:") for name in config.metrics):
         from .metrics.plugins import register_plugins  # imports the metrics registry: only when a plugin is named
 
@@ -232,19 +271,21 @@ def _read_toml(path: Path) -> dict[str, Any]:
         if key == "fid_reference" and values.get(key) == OWN_REFERENCES:
             continue
         if isinstance(values.get(key), str) and not user_path(values[key]).is_absolute():
-            if not (key == "prompts" and values[key] == DEFAULT_PROMPTS):
+            if not (key == "prompts" and (values[key] == DEFAULT_PROMPTS or is_hf_source(values[key]))):
                 values[key] = str(path.parent / values[key])
     return values
 
 
 def _strings(v: dict[str, Any]) -> None:
     """String-valued keys must hold strings; the paths among them are resolved (`user_path`)."""
-    for name in ("model", "prompts", "out", "device", "dtype", "negative_prompt", "reference_scheduler",
-                 "check_scheduler", "revision", "variant", "fid_reference", "backend", "ray_address"):
+    for name in ("model", "prompts", "prompt_format", "out", "device", "dtype", "negative_prompt",
+                 "reference_scheduler", "check_scheduler", "revision", "variant", "fid_reference", "backend",
+                 "ray_address"):
         if v.get(name) is not None and not isinstance(v[name], str):
             raise EvalkitError(f"{name} must be a string, got {v[name]!r}: quote it in the TOML file")
     for name in PATH_KEYS:
-        if v.get(name) is not None and not (name == "fid_reference" and v[name] == OWN_REFERENCES):
+        if v.get(name) is not None and not (name == "fid_reference" and v[name] == OWN_REFERENCES) \
+                and not (name == "prompts" and is_hf_source(v[name])):
             v[name] = str(user_path(v[name]))
 
 
@@ -315,6 +356,109 @@ def _backbones(value: Any) -> dict[str, str]:
         raise EvalkitError(f"backbones must map metric names to backbone strings, got {value!r}: "
                            'e.g. backbones = { lpips = "vgg" }')
     return dict(value)
+
+
+def _check_prompt_source(config: SweepConfig) -> None:
+    """prompts, prompt_format and prompt_columns agree (each value alone was checked on the way in)."""
+    hf = is_hf_source(config.prompts)
+    if hf:
+        hf_source(config.prompts)
+    if hf and config.prompt_format not in ("auto", "hf"):
+        raise EvalkitError(f"prompt_format {config.prompt_format!r} reads files, but prompts is {config.prompts!r}: "
+                           'drop prompt_format (or set it to "hf") for a Hugging Face dataset')
+    if config.prompt_format == "hf" and not hf:
+        raise EvalkitError(f'prompt_format "hf" needs prompts = "hf:NAME[:SPLIT]", got {config.prompts!r}: name a '
+                           "dataset in the local Hugging Face cache, or drop prompt_format")
+    if config.prompt_columns and config.prompt_format in ("txt", "hpdv2", "t2i-compbench"):
+        raise EvalkitError(f"prompt_columns names columns, but prompt_format {config.prompt_format!r} has none: use it "
+                           "with csv, tsv, jsonl or hf: sources, or drop it")
+
+
+def _prompt_format(value: Any) -> str:
+    name = str(value).strip().lower() if isinstance(value, str) else value
+    if name not in PROMPT_FORMATS:
+        close = difflib.get_close_matches(str(name), PROMPT_FORMATS, n=1, cutoff=0.5)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise EvalkitError(f"unknown prompt_format {value!r}: {hint}use one of {', '.join(PROMPT_FORMATS)}")
+    return name
+
+
+def _prompt_columns(value: Any) -> dict[str, str]:
+    """{role: source column}, from a TOML table or `prompt=caption,category=style` from a flag."""
+    example = 'e.g. prompt_columns = { prompt = "caption", category = "style" }'
+    if isinstance(value, str):
+        pairs = [part.partition("=") for part in parse_list(value)]
+        if any(not sep or not k.strip() or not c.strip() for k, sep, c in pairs):
+            raise EvalkitError(f"prompt_columns must be role=column pairs, got {value!r}: e.g. prompt=caption")
+        value = {k.strip(): c.strip() for k, _, c in pairs}
+    if not isinstance(value, dict) or not all(isinstance(c, str) and c.strip() for c in value.values()):
+        raise EvalkitError(f"prompt_columns must map {', '.join(PROMPT_ROLES)} to column names, got {value!r}: "
+                           f"{example}")
+    for role in value:
+        if role not in PROMPT_ROLES:
+            close = difflib.get_close_matches(str(role), PROMPT_ROLES, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise EvalkitError(f"unknown prompt_columns role {role!r}: {hint}map any of {', '.join(PROMPT_ROLES)} "
+                               f"to a column, {example}")
+    return {role: column.strip() for role, column in value.items()}
+
+
+def parse_prompt_sample(value: Any) -> dict[str, Any]:
+    """prompt_sample as {n, by?, allocation?, seed}: a TOML table, a count, or `n=200,by=category` from a flag."""
+    example = 'e.g. prompt_sample = { n = 200, by = "category", allocation = "proportional", seed = 0 }'
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isdigit():
+            value = {"n": text}
+        else:
+            pairs = [part.partition("=") for part in parse_list(text)]
+            if not pairs or any(not sep or not k.strip() for k, sep, _ in pairs):
+                raise EvalkitError(f"prompt_sample must be a count or key=value pairs, got {value!r}: e.g. "
+                                   "--prompt-sample n=200,by=category")
+            value = {k.strip(): v.strip() for k, _, v in pairs}
+    elif isinstance(value, int) and not isinstance(value, bool):
+        value = {"n": value}
+    if not isinstance(value, dict):
+        raise EvalkitError(f"prompt_sample must be a table, got {value!r}: {example}")
+    if not value:
+        return {}
+    for key in value:
+        if key not in SAMPLE_KEYS:
+            close = difflib.get_close_matches(str(key), SAMPLE_KEYS, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise EvalkitError(f"unknown prompt_sample key {key!r}: {hint}use {', '.join(SAMPLE_KEYS)}; {example}")
+    if "n" not in value:
+        raise EvalkitError(f"prompt_sample needs n, the number of prompts to take: {example}")
+    sample: dict[str, Any] = {"n": _count("prompt_sample.n", value["n"], minimum=1)}
+    by = value.get("by")
+    if by is not None:
+        if not isinstance(by, str) or not by.strip():
+            raise EvalkitError(f"prompt_sample.by must name a column (category, challenge or a metadata column), "
+                               f"got {by!r}: {example}")
+        sample["by"] = by.strip()
+    allocation = value.get("allocation")
+    if allocation is not None:
+        if allocation not in ALLOCATIONS:
+            raise EvalkitError(f"unknown prompt_sample.allocation {allocation!r}: use {' or '.join(ALLOCATIONS)}")
+        if by is None:
+            raise EvalkitError(f"prompt_sample.allocation {allocation!r} needs prompt_sample.by, the column whose "
+                               f"values are the strata: {example}")
+    if by is not None:
+        sample["allocation"] = allocation or ALLOCATIONS[0]
+    sample["seed"] = _count("prompt_sample.seed", value.get("seed", 0), minimum=0)
+    if sample["seed"] > MAX_SEED:
+        raise EvalkitError(f"prompt_sample.seed {sample['seed']} is too large: use a seed up to 2**63-1")
+    return sample
+
+
+def _count(name: str, value: Any, minimum: int) -> int:
+    try:
+        number = int(value) if isinstance(value, str) else value
+    except ValueError:
+        number = None
+    if isinstance(number, bool) or not isinstance(number, int) or number < minimum:
+        raise EvalkitError(f"{name} must be a whole number ≥ {minimum}, got {value!r}")
+    return number
 
 
 def parse_tolerances(value: Any) -> dict[str, float]:

@@ -266,7 +266,8 @@ def test_disk_full_mid_run_is_one_line_and_a_rerun_keeps_what_was_written(tmp_pa
 
     def write(fd, data):
         calls.append(1)
-        if len(calls) >= 10:  # config, jobs, then two batches of two PNGs + their journal lines, then full
+        if len(calls) >= 12:  # config, prompts + their sample record, jobs, then two batches of two PNGs + their
+            # journal lines, then full
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real_write(fd, data)
 
@@ -291,10 +292,10 @@ def test_a_run_folder_made_read_only_mid_run_is_one_line_and_loses_nothing(tmp_p
     def mkstemp(*args, dir=None, **kwargs):
         if dir is not None and Path(dir).is_relative_to(out):
             made.append(dir)
-            if len(made) == 7:  # config, jobs, two batches of two PNGs; then the folder goes read-only
-                for folder in (out / "images", out):
+            if len(made) == 9:  # config, prompts + their sample record, jobs, two batches of two PNGs; then the
+                for folder in (out / "images", out):  # folder goes read-only
                     folder.chmod(0o555)
-            if len(made) >= 7 and os.geteuid() == 0:  # root writes anywhere: fail as the OS would for a user
+            if len(made) >= 9 and os.geteuid() == 0:  # root writes anywhere: fail as the OS would for a user
                 raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
         return real_mkstemp(*args, dir=dir, **kwargs)
 

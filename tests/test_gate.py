@@ -18,6 +18,7 @@ from evalkit.gate.rules import Rule
 from evalkit.store.read import ScoredRun
 from evalkit.metrics import METRICS, register
 from evalkit.stats.bootstrap import paired_difference
+from evalkit.sweep.prompts import content_id
 
 PROMPTS = "a ginger cat sleeping on a wool blanket\na small orange fish swimming in a glass bowl\n"
 WORSE = "python:plugins.worse_mixture:make_pipeline"
@@ -164,9 +165,10 @@ def test_markdown_has_header_and_one_row_per_rule_instance(runs, tmp_path):
 
 def test_comparability_names_every_difference(runs):
     base, cand = ScoredRun.read(runs["base"]), ScoredRun.read(runs["same"])
+    fish = content_id(PROMPTS.splitlines()[1])  # a prompt's id is derived from its text
     cand.images = cand.images.assign(
-        prompt=cand.images.prompt.where(cand.images.prompt_id != "p001", "a blue bird on a branch"), width=32)
-    with pytest.raises(EvalkitError, match=r"not comparable: prompts differ at p001; image size 64x64 vs 32x64"):
+        prompt=cand.images.prompt.where(cand.images.prompt_id != fish, "a blue bird on a branch"), width=32)
+    with pytest.raises(EvalkitError, match=rf"not comparable: prompts differ at {fish}; image size 64x64 vs 32x64"):
         check_comparable(base, cand)
 
 

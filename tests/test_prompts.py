@@ -1,4 +1,5 @@
-"""Tests for evalkit.prompts: formats, ids and error messages."""
+"""Tests for evalkit.sweep.prompts: the user's own formats, content ids and error messages (the published suites,
+sampling and hf: datasets: test_suites.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.errors import EvalkitError
-from evalkit.sweep.prompts import Prompt, load_prompts
+from evalkit.sweep.prompts import Prompt, content_id, load_prompts
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "prompts" / "default.txt"
@@ -25,7 +26,8 @@ TEXTS = [
 def test_default_prompts_load():
     prompts = load_prompts(DEFAULT)
     assert len(prompts) == 12
-    assert [p.id for p in prompts] == [f"p{i:03d}" for i in range(12)]
+    assert [p.id for p in prompts] == [content_id(p.text) for p in prompts]
+    assert all(len(p.id) == 11 and p.id.startswith("p") for p in prompts)
     assert all(p.text and p.text == p.text.strip() for p in prompts)
     assert len({p.text for p in prompts}) == 12
     joined = " ".join(p.text for p in prompts).lower()
@@ -81,7 +83,8 @@ def test_round_trip_default_ids(tmp_path, ext):
     path = tmp_path / f"prompts.{ext}"
     WRITERS[ext](path, TEXTS)
     prompts = load_prompts(path)
-    assert prompts == [Prompt(f"p{i:03d}", t) for i, t in enumerate(TEXTS)]
+    extra = (("extra", "x"),) if ext in ("csv", "tsv") else ()  # a table's other columns are kept as metadata
+    assert prompts == [Prompt(content_id(t), t, meta=extra) for t in TEXTS]
 
 
 @pytest.mark.parametrize("ext", ["csv", "tsv", "jsonl"])
@@ -97,14 +100,32 @@ def test_all_formats_agree(tmp_path):
     for ext, writer in WRITERS.items():
         path = tmp_path / f"p.{ext}"
         writer(path, TEXTS)
-        loaded.append(load_prompts(path))
+        loaded.append([(p.id, p.text) for p in load_prompts(path)])
     assert all(x == loaded[0] for x in loaded)
 
 
-def test_partial_ids_fall_back_to_index(tmp_path):
+def test_partial_ids_fall_back_to_content_ids(tmp_path):
     path = tmp_path / "p.csv"
     path.write_text("id,prompt\nfirst,a cat\n,a fish\n", encoding="utf-8")
-    assert load_prompts(path) == [Prompt("first", "a cat"), Prompt("p001", "a fish")]
+    assert load_prompts(path) == [Prompt("first", "a cat"), Prompt(content_id("a fish"), "a fish")]
+
+
+def test_content_ids_are_the_texts_and_survive_reordering_and_subsetting(tmp_path):
+    """A prompt's id depends on its text alone: a reordered or cut file keeps every id (so runs on both join)."""
+    (tmp_path / "all.txt").write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    (tmp_path / "some.txt").write_text("\n".join([TEXTS[3], TEXTS[1]]) + "\n", encoding="utf-8")
+    full = {p.text: p.id for p in load_prompts(tmp_path / "all.txt")}
+    part = {p.text: p.id for p in load_prompts(tmp_path / "some.txt")}
+    assert part == {t: full[t] for t in (TEXTS[3], TEXTS[1])}
+    assert content_id("a cat") == "p" + __import__("hashlib").sha256(b"a cat").hexdigest()[:10]
+
+
+def test_category_challenge_and_extra_columns_of_a_users_table(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("prompt,Category,source,challenge\na cat,animals,mine,easy\na car,vehicles,,hard\n",
+                    encoding="utf-8")
+    assert load_prompts(path) == [Prompt(content_id("a cat"), "a cat", "animals", "easy", (("source", "mine"),)),
+                                  Prompt(content_id("a car"), "a car", "vehicles", "hard", (("source", ""),))]
 
 
 def test_bom_is_tolerated(tmp_path):
@@ -112,7 +133,7 @@ def test_bom_is_tolerated(tmp_path):
                       ("jsonl", '{"prompt": "a cat"}\n')]:
         path = tmp_path / f"bom.{ext}"
         path.write_bytes(b"\xef\xbb\xbf" + body.encode("utf-8"))
-        assert load_prompts(path) == [Prompt("p000", "a cat")], ext
+        assert load_prompts(path) == [Prompt(content_id("a cat"), "a cat")], ext
 
 
 def test_uppercase_extension_and_header(tmp_path):
@@ -139,8 +160,10 @@ ERROR_CASES = [
     ("noprompt2.jsonl", '{"text": "a cat"}\n', "has no 'prompt' field"),
     ("list.jsonl", '["a cat"]\n', "has no 'prompt' field"),
     ("dup.csv", "id,prompt\na,x\na,y\n", "duplicate prompt id 'a'"),
-    ("dup.jsonl", '{"id": "p001", "prompt": "x"}\n{"prompt": "y"}\n',
-     "duplicate prompt id 'p001'"),
+    ("dup.jsonl", f'{{"id": "{content_id("y")}", "prompt": "x"}}\n{{"prompt": "y"}}\n',
+     f"duplicate prompt id '{content_id('y')}'"),
+    ("duptext.txt", "a cat\na dog\na cat\n", "duplicate prompt 'a cat'"),
+    ("duptext.csv", "prompt,category\na cat,x\na cat,y\n", "at line 2 and line 3: keep each prompt once"),
     ("blank.csv", "id,prompt\na,x\nb,  \n", "empty prompt text"),
     ("blank.tsv", "id\tprompt\na\t\n", "empty prompt text"),
     ("blank.jsonl", '{"prompt": ""}\n', "empty prompt text"),
@@ -168,12 +191,13 @@ def test_errors(tmp_path, name, content, fragment):
 def test_missing_file_message_is_exact(tmp_path):
     path = tmp_path / "nope.txt"
     with pytest.raises(EvalkitError, match="pass --prompts with an existing "
-                       r"\.txt/\.csv/\.tsv/\.jsonl file"):
+                       r"\.txt/\.csv/\.tsv/\.jsonl file \(or \.json, a folder of suite files, hf:NAME\[:SPLIT\]\)"):
         load_prompts(path)
 
 
-def test_directory_is_not_a_prompt_file(tmp_path):
+def test_a_folder_without_prompt_files_says_what_it_reads(tmp_path):
     d = tmp_path / "dir.txt"
     d.mkdir()
-    with pytest.raises(EvalkitError, match="not found"):
+    (d / "notes.md").write_text("a cat\n")
+    with pytest.raises(EvalkitError, match="holds no .txt or .json prompt files"):
         load_prompts(d)

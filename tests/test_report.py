@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 import evalkit
-from evalkit.report import write_report
+from evalkit.report import grid, prompts, write_report
+from evalkit.report.text import clauses, esc
 
 XSS = "<img src=x onerror=alert(1)>"
 PROMPTS = ["a ginger cat sleeping on a wool blanket", XSS + ' & "quoted" %{x} orange fish in a bowl']
@@ -217,8 +218,8 @@ def test_min_steps_from_the_run_shown(page, run_dir):
     assert block["rule"] in text
     for name, info in block["schedulers"].items():
         assert name in text
-        if not info.get("reached"):
-            assert info["why"] in text
+        if not info.get("reached"):  # each clause in its cell, or (a long one) stated once under the table
+            assert all(clause in text for clause in clauses(info["why"]))
 
 
 def test_with_min_steps(run_dir, tmp_path):
@@ -294,3 +295,92 @@ def test_missing_scores_is_a_clear_error(tmp_path):
     pd.DataFrame({"key": []}).to_parquet(tmp_path / "jobs.parquet")  # rendered, not scored
     with pytest.raises(evalkit.errors.EvalkitError, match="evalkit score"):
         write_report(tmp_path)
+
+
+# -- a large suite: the grid and the per-prompt view sample; long reasons are stated once -------------------------
+SUITE = 300
+CATEGORIES = ["Abstract", "Animals", "Artifacts", "Arts", "Food & Beverage", "Illustrations", "Indoor Scenes",
+              "Outdoor Scenes", "People", "Produce & Plants", "Vehicles", "World Knowledge"]
+THINGS = ["a kitten", "a small fish", "three apples", "a red STOP sign", "waves on a beach", "a smiling face",
+          "rolling hills at sunset", "a checkerboard", "snowy mountain peaks", "concentric circles"]
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory) -> tuple[Path, str, dict[str, str]]:
+    """A PartiPrompts-format suite of SUITE prompts in 12 categories, one scheduler, two step counts, one seed."""
+    root = tmp_path_factory.mktemp("suite")
+    rows = {f"{THINGS[i % len(THINGS)]}, picture {i}": CATEGORIES[i % len(CATEGORIES)] for i in range(SUITE)}
+    (root / "suite.tsv").write_text("Prompt\tCategory\tChallenge\n" + "".join(
+        f"{prompt}\t{category}\tBasic\n" for prompt, category in rows.items()))
+    run = evalkit.run({"schedulers": ["euler"], "steps": [1, 2], "seeds": 1, "reference_steps": 4, "certify": False,
+                       "metrics": ["ssim"], "prompts": str(root / "suite.tsv"), "out": str(root / "run")})
+    return run.dir, run.report.read_text(), rows
+
+
+def grid_options(text: str) -> list[str]:
+    import html
+    import re
+
+    return [html.unescape(o) for o in re.findall(r'<option value="\d+">(.*?)</option>', text)]
+
+
+def test_grid_shows_a_fixed_sample_of_a_large_suite(suite):
+    """8 of 300 prompts: the 3 hardest (the ranking's top 3), then 5 drawn at random, each from its own category;
+    the page says how many of how many, and where the others are; the same run always shows the same ones."""
+    run_dir, text, categories = suite
+    page = Page(text)
+    assert len([a for t, a in page.tags if t == "table" and a.get("class") == "grid"]) == grid.MAX_PAIRS == 8
+    assert f"8 of {SUITE} prompts shown" in text and "images.parquet" in text
+    options = grid_options(text)
+    assert len(options) == 8
+    shown = [o.split(" · ")[1] for o in options]
+    ranking = text[text.index('<table class="data ranking"'):]
+    hardest = [html_text for html_text in Page(ranking[:ranking.index("</table>")]).text if html_text in categories]
+    assert shown[:3] == hardest[:3] and all(o.startswith("hardest · ") for o in options[:3])
+    assert all(o.startswith("sampled · ") for o in options[3:])
+    assert len({categories[prompt] for prompt in shown[3:]}) == 5
+    assert grid_options(write_report(run_dir).read_text()) == options
+
+
+def test_per_prompt_view_draws_and_lists_the_hardest_and_counts_all(suite):
+    run_dir, text, _ = suite
+    page = Page(text)
+    (_, fig), = page.figures("prompts")
+    assert len(fig["data"]) == prompts.CHART_PROMPTS == 30  # one scheduler: one line per prompt drawn
+    ranking = text[text.index('<table class="data ranking"'):]
+    assert ranking[:ranking.index("</table>")].count('<td class="prompt">') == prompts.TABLE_PROMPTS == 100
+    assert f"The chart draws the 30 hardest of {SUITE} prompts" in text
+    spread = text.split(f"All {SUITE} prompts by median steps to plateau: ")[1].split(".</p>")[0]
+    assert sum(int(part.rsplit(": ", 1)[1].replace(",", "")) for part in spread.split(" · ")) == SUITE
+
+
+FETCH = ('missing FID Inception-v3 (TF 2015-12-05 port, torch-fidelity): /x/hub/checkpoints/weights-inception.pth '
+         'fetch: curl -L --create-dirs -o "${TORCH_HOME:-$HOME/.cache/torch}/hub/checkpoints/weights-inception.pth" '
+         'https://example.invalid/weights-inception-2015-12-05-6726825d.pth')
+CLIP_FETCH = ("missing open_clip ViT-L-14-336/openai weights: /x/hub/models--timm--vit_large_patch14_clip_336.openai "
+              "fetch: HF_HOME=<same HF_HOME> hf download timm/vit_large_patch14_clip_336.openai open_clip_model.bin")
+STOCHASTIC = ("stochastic sampler: it never converges to one image per seed, and no absolute gating metric (e.g. "
+              "clip_score) was scored")
+
+
+def test_long_reasons_are_stated_once(run_dir, tmp_path):
+    """A skipped metric's fetch command is stated once (fid and kid, which share it, together) and the min-steps cells
+    link to it; a long reason two schedulers share is one numbered note under the table."""
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    summary = json.loads((copy / "summary.json").read_text())
+    why = f"{STOCHASTIC}; distribution rule: no distribution metric was scored (cmmd: {CLIP_FETCH}; kid: {FETCH})"
+    summary["skipped_metrics"] = {"fid": FETCH, "kid": FETCH, "cmmd": CLIP_FETCH}
+    summary["min_steps"] = {**MIN_STEPS, "schedulers": {name: {"min_steps": None, "reached": False, "why": why}
+                                                        for name in SCHEDULERS}}
+    (copy / "summary.json").write_text(json.dumps(summary))
+    text = write_report(copy).read_text()
+    for reason in (FETCH, CLIP_FETCH, STOCHASTIC):
+        assert text.count(esc(reason)) == 1, reason
+    assert f"<b>fid</b>, <b>kid</b>: {esc(FETCH)}" in text
+    table = text[text.index('<table class="data min-steps"'):]
+    table = table[:table.index("</table>")]
+    assert table.count('href="#skipped-') == 2 * len(SCHEDULERS)  # cmmd's and kid's reasons, in each row
+    assert table.count('href="#min-steps-note-1"') == len(SCHEDULERS)
+    assert "distribution rule: no distribution metric was scored (cmmd: " in table
+    assert f'<li id="min-steps-note-1">{esc(STOCHASTIC)}</li>' in text

@@ -14,9 +14,11 @@ import pytest
 import evalkit
 from evalkit.report import grid, write_report
 from evalkit.store.read import ScoredRun
+from evalkit.sweep.prompts import content_id
 from test_report import XSS, Page
 
 KITTEN = "a ginger kitten asleep on a wool blanket"
+HOSTILE = XSS + ' & "quoted" kitten'
 # builtin:mixture-early decides what to draw early; Karras spacing steps over that moment for these seeds, so the
 # reference lands on another picture and a tie-break sides with the check (the prompt text changes nothing here)
 CORRECTED_SEEDS = {2, 6, 7}
@@ -33,7 +35,7 @@ def sweep(root: Path, prompts: list[str], **overrides) -> Path:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """Two prompts (the second one hostile HTML) x 8 seeds: units 2, 6 and 7 of each corrected."""
-    return sweep(tmp_path_factory.mktemp("references"), [KITTEN, XSS + ' & "quoted" kitten'])
+    return sweep(tmp_path_factory.mktemp("references"), [KITTEN, HOSTILE])
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +62,7 @@ def listed_rows(text: str) -> list[str]:
 def test_header_counts_certified_and_corrected_references(page_text, run_dir):
     table = pd.read_parquet(run_dir / "references.parquet")
     assert {(p, s) for p, s, status in zip(table.prompt_id, table.seed, table.status) if status == "corrected"} == \
-        {(p, s) for p in ("p000", "p001") for s in CORRECTED_SEEDS}
+        {(p, s) for p in (content_id(KITTEN), content_id(HOSTILE)) for s in CORRECTED_SEEDS}
     line = fact(page_text, "references")
     assert line.startswith(f"<b>{len(table) - 6} of {len(table)} certified</b>, <b class=\"corrected\">6 corrected</b>")
     assert "(check: flow_dpmpp_2m at 50 steps; worst SSIM " in line and "uncertified" not in line
@@ -103,7 +105,7 @@ def test_an_uncertified_unit_is_a_warning_listed_first(run_dir, tmp_path):
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     table = pd.read_parquet(copy / "references.parquet")
-    table.loc[(table.prompt_id == "p001") & (table.seed == 6), "status"] = "uncertified"
+    table.loc[(table.prompt_id == content_id(HOSTILE)) & (table.seed == 6), "status"] = "uncertified"
     table.to_parquet(copy / "references.parquet", index=False)
     text = write_report(copy).read_text()
     assert '<b class="uncertified">1 uncertified</b>' in fact(text, "references")

@@ -15,10 +15,12 @@ Rules file (TOML); every table is optional, every key below is the whole set of 
     scheduler = "*"           # a scheduler name, or "*" (default) = every shared scheduler
     steps = "*"               # an int, or "*" (default) = every shared step count
     max_drop = 0.01           # required, >= 0, in the metric's units
+    category = "Vehicles"     # optional: only the units of this prompt category (a suite's; per-image metrics)
 
     [[min_steps]]
     scheduler = "*"           # default "*"
     max_increase = 0          # required, >= 0: candidate's minimum useful steps minus baseline's
+    category = "Vehicles"     # optional: the category's own answer (summary.json min_steps.categories)
 
     [[band]]                  # MLPerf-style absolute band on the candidate's set_scores value
     metric = "clip_score"
@@ -38,7 +40,9 @@ skips columns flagged `not-convergent` (stochastic samplers on convergence metri
 them anyway.
 
 min_steps: from summary.json. A scheduler that reached the plateau in the baseline but not in the candidate
-fails; one that reaches it in neither passes (with a note).
+fails; one that reaches it in neither passes (with a note). With `category`, the category's own answers are
+compared; a category too small to judge (minsteps/categories.py MIN_UNITS) in either run compares nothing, and a
+category neither run has is bad input (exit 2), as is `category` on a set metric (FID/KID/CMMD judge whole runs).
 
     [[broken_images]]         # always applied: without this table, max_broken = 0 for every scheduler
     scheduler = "*"           # a swept scheduler, "references", or "*" (default) = each of them

@@ -15,7 +15,7 @@ from ..store.read import REFERENCES, Column, ScoredRun
 from ..store.tables import CORRECTED, NOT_CONVERGENT, UNCHECKED, UNIT_COLUMN
 from ..stats.bootstrap import bootstrap_means, orientation
 from .outcome import Outcome
-from .rules import ALWAYS, Rule, always_rules, default_rules, expand
+from .rules import ALL, ALWAYS, Rule, always_rules, default_rules, expand
 from .sets import judge_set_regression
 
 
@@ -47,11 +47,13 @@ def checked(outcomes: list[Outcome]) -> list[Outcome]:
 
 
 def evaluate(rules: list[Rule], base: ScoredRun | None, cand: ScoredRun) -> list[Outcome]:
-    deltas = paired_deltas(base, cand) if base is not None else None
+    deltas = {None: paired_deltas(base, cand)} if base is not None else {}
     out: list[Outcome] = []
     for rule in rules:
         if rule.kind == "regression":
-            out += judge_regression(rule, base, cand, deltas)
+            if rule.category not in deltas:
+                deltas[rule.category] = paired_deltas(base, cand, category_prompts(rule, base, cand))
+            out += judge_regression(rule, base, cand, deltas[rule.category])
         elif rule.kind == "min_steps":
             out += judge_min_steps(rule, base, cand)
         elif rule.kind == "broken_images":
@@ -63,14 +65,27 @@ def evaluate(rules: list[Rule], base: ScoredRun | None, cand: ScoredRun) -> list
     return out
 
 
-def paired_deltas(base: ScoredRun, cand: ScoredRun) -> pd.DataFrame:
+def category_prompts(rule: Rule, base: ScoredRun, cand: ScoredRun) -> set[str]:
+    """The prompt ids of the rule's category (the same in both runs: comparable runs share their prompts)."""
+    found = set(cand.sweep.prompt_id[cand.sweep.category == rule.category])
+    if not found:
+        have = sorted(set(cand.sweep.category) - {""})
+        raise EvalkitError(f"{rule.where}: category {rule.category!r} is not a category of the candidate's prompts "
+                           f"({', '.join(have) if have else 'its prompts have no categories'}): name one of them "
+                           "or drop `category`")
+    return found
+
+
+def paired_deltas(base: ScoredRun, cand: ScoredRun, prompts: set[str] | None = None) -> pd.DataFrame:
     """Per (scheduler, steps, metric): paired means of both runs and of candidate − baseline, with its CI.
 
-    Only units (prompt, seed) present in both runs count. The CI is stats.bootstrap_means on the per-unit
-    differences: one resample of units per metric shared by all columns (= stats.paired_difference per
-    column when no unit is missing)."""
+    Only units (prompt, seed) present in both runs count (and only `prompts`' units when given: a category's).
+    The CI is stats.bootstrap_means on the per-unit differences: one resample of units per metric shared by all
+    columns (= stats.paired_difference per column when no unit is missing)."""
     keys = UNIT_COLUMN + ["metric"]
     both = base.sweep_values().merge(cand.sweep_values(), on=keys, suffixes=("_b", "_c")).dropna(subset=["value_b", "value_c"])
+    if prompts is not None:
+        both = both[both.prompt_id.isin(prompts)]
     if both.empty:
         return pd.DataFrame(columns=["scheduler", "steps", "metric", "mean_b", "mean_c", "mean", "ci_low",
                                      "ci_high", "n"])
@@ -94,12 +109,16 @@ def judge_regression(rule: Rule, base: ScoredRun, cand: ScoredRun, deltas: pd.Da
     columns = base.columns(rule.metric) & cand.columns(rule.metric)
     skip = lambda c: any(r.flagged(rule.metric, c, NOT_CONVERGENT) for r in (base, cand))  # noqa: E731
     if METRICS.get(rule.metric).inputs == SET:  # a unit bootstrap over both runs' cached features (sets.py)
+        if rule.category is not None:
+            raise EvalkitError(f"{rule.where}: {rule.metric} is a set metric, judged over the whole run: drop "
+                               "`category` (per-category rules take per-image metrics)")
         return judge_set_regression(rule, base, cand, expand(rule, columns, skip))
     sign = orientation(cand.higher_is_better(rule.metric))
     out = []
     for column in expand(rule, columns, skip):
         row = deltas[(deltas.metric == rule.metric) & (deltas.scheduler == column[0]) & (deltas.steps == column[1])]
-        place = {"kind": "regression", "metric": rule.metric, "scheduler": column[0], "steps": column[1]}
+        place = {"kind": "regression", "metric": rule.metric, "scheduler": column[0], "steps": column[1],
+                 "category": rule.category}
         if row.empty:
             out.append(_unpaired(rule, base, cand, column, place))
             continue
@@ -131,13 +150,39 @@ def judge_min_steps(rule: Rule, base: ScoredRun, cand: ScoredRun) -> list[Outcom
         if "schedulers" not in run.min_steps():
             raise EvalkitError(f"{rule.where}: {run.dir}/summary.json has no min_steps: rescore it with "
                                f"`evalkit score {run.dir}` (or drop the [[min_steps]] rule)")
+    if rule.category is not None:
+        return judge_category_min_steps(rule, base, cand)
     entries = [run.min_steps()["schedulers"] for run in (base, cand)]
-    columns = {(s, 0) for s in set(entries[0]) & set(entries[1])}
+    return compare_min_steps(rule, entries[0], entries[1])
+
+
+def judge_category_min_steps(rule: Rule, base: ScoredRun, cand: ScoredRun) -> list[Outcome]:
+    """min_steps over one category's units (summary.json min_steps.categories): a category too small to judge in
+    either run compares nothing, and says so."""
+    found = [run.min_steps().get("categories", {}).get(rule.category) for run in (base, cand)]
+    if found[0] is None or found[1] is None:
+        have = sorted(cand.min_steps().get("categories", {}))
+        raise EvalkitError(f"{rule.where}: category {rule.category!r} has no min-steps answer in the "
+                           f"{'baseline' if found[0] is None else 'candidate'} run ("
+                           f"{'categories: ' + ', '.join(have) if have else 'its prompts have no categories'}): "
+                           "name one of them, or rescore runs made before per-category answers")
+    unjudged = [f"{label}: {entry.get('why')}" for label, entry in zip(("baseline", "candidate"), found)
+                if not entry.get("judged")]
+    if unjudged:
+        return [Outcome(kind="min_steps", scheduler=ALL, category=rule.category, passed=True, baseline=None,
+                        candidate=None, delta=None, ci=None, compared=False,
+                        message="not judged (" + "; ".join(unjudged) + ")")]
+    return compare_min_steps(rule, found[0]["schedulers"], found[1]["schedulers"])
+
+
+def compare_min_steps(rule: Rule, base: dict, cand: dict) -> list[Outcome]:
+    """Per scheduler both runs' answers: an increase beyond max_increase, or a plateau lost, fails."""
+    columns = {(s, 0) for s in set(base) & set(cand)}
     out = []
     for scheduler, _ in expand(rule, columns):
-        b, c = entries[0][scheduler], entries[1][scheduler]
+        b, c = base[scheduler], cand[scheduler]
         vb, vc = b.get("min_steps") if b.get("reached") else None, c.get("min_steps") if c.get("reached") else None
-        place = {"kind": "min_steps", "scheduler": scheduler}
+        place = {"kind": "min_steps", "scheduler": scheduler, "category": rule.category}
         if vb is not None and vc is not None:
             inc = vc - vb
             ok = inc <= rule.limit

@@ -19,6 +19,7 @@ class Outcome:
     message: str  # why it passed or failed, one line
     metric: str | None = None  # regression and band rules
     steps: int | None = None  # regression and band rules: the column's step count
+    category: str | None = None  # regression and min_steps rules that name a prompt category
     compared: bool = True  # False: the instance had nothing to judge (the gate refuses to compare nothing)
     repeat: int = 1  # the n-th instance on the same place (two rules expanding to it): JUnit names stay unique
 
@@ -26,7 +27,8 @@ class Outcome:
     def place(self) -> str:
         """What the instance judged: `metric scheduler@steps`, or the scheduler alone."""
         column = self.scheduler if self.steps is None else f"{self.scheduler}@{self.steps}"
-        return f"{self.metric} {column}" if self.metric else column
+        column = f"{self.metric} {column}" if self.metric else column
+        return f"{column} [{self.category}]" if self.category else column
 
     @property
     def name(self) -> str:

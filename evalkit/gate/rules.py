@@ -15,8 +15,8 @@ from ..store.read import Column, ScoredRun
 
 ALL = "*"
 KINDS = {  # rule kind -> (required keys, optional keys with defaults)
-    "regression": ({"metric", "max_drop"}, {"scheduler": ALL, "steps": ALL}),
-    "min_steps": ({"max_increase"}, {"scheduler": ALL}),
+    "regression": ({"metric", "max_drop"}, {"scheduler": ALL, "steps": ALL, "category": None}),
+    "min_steps": ({"max_increase"}, {"scheduler": ALL, "category": None}),
     "band": ({"metric", "scheduler", "steps", "lo", "hi"}, {}),
     "broken_images": (set(), {"scheduler": ALL, "max_broken": 0}),
     "uncertified_references": (set(), {"max_uncertified": 0}),
@@ -36,6 +36,7 @@ class Rule:
     limit: float = 0.0  # max_drop / max_increase / max_broken / max_uncertified
     lo: float = -math.inf
     hi: float = math.inf
+    category: str | None = None  # regression / min_steps: judged over this prompt category's units only
 
 
 def load_rules(path: str | Path) -> list[Rule]:
@@ -77,6 +78,11 @@ def _rule(kind: str, entry: dict[str, Any], where: str) -> Rule:
             raise EvalkitError(f"{where}: {exc}") from None
     if "steps" in v:
         fields["steps"] = _steps(v["steps"], where)
+    if v.get("category") is not None:
+        if not isinstance(v["category"], str) or not v["category"].strip():
+            raise EvalkitError(f"{where}: category must be a category name of the runs' prompt suite, "
+                               f"got {v['category']!r}")
+        fields["category"] = v["category"].strip()
     if kind == "regression":
         fields["limit"] = _number(v["max_drop"], "max_drop", where, minimum=0.0)
     elif kind == "min_steps":

@@ -8,6 +8,8 @@ import pandas as pd
 
 from ..sweep.plan import SWEEP
 from ..sweep.schedulers import SCHEDULERS
+from .categories import RULE as CATEGORY_RULE
+from .categories import summarize_categories
 from .perseed import RULE, evidence, gating_tolerances, judges, kind_of, knee, value_at
 from .rule import Evidence, combine, decide
 
@@ -30,6 +32,9 @@ def summarize_min_steps(set_scores: pd.DataFrame, values: pd.DataFrame, images: 
     for scheduler in sorted(set(sweep.scheduler)):
         out["schedulers"][scheduler] = scheduler_answer(scheduler, sweep[sweep.scheduler == scheduler], gates,
                                                         set_scores, values, distribution)
+    categories = summarize_categories(values, images, gates)
+    if categories:
+        out.update(category_rule=CATEGORY_RULE, categories=categories)
     return out
 
 
@@ -45,7 +50,8 @@ def scheduler_answer(scheduler: str, rows: pd.DataFrame, gates: dict[str, float]
         dist = (distribution.get("schedulers") or {}).get(scheduler) or (
             {"why": distribution["why"]} if distribution.get("why") else None)
         kinds = sorted({kind_of(m) for m in found}, reverse=True)
-        entry = {**combine(entry, kinds, dist), "distribution": dist}
+        per_kind = {k: decide(steps, {m: ev for m, ev in found.items() if kind_of(m) == k}, stochastic) for k in kinds}
+        entry = {**combine(entry, per_kind, dist), "distribution": dist}
     cost = rows[rows.steps == entry.get("min_steps")]
     entry.update(
         nfe=float(cost.nfe.mean()) if len(cost) else None,

@@ -42,13 +42,15 @@ def decide(steps: list[int], evidence: dict[str, Evidence], stochastic: bool = F
     return {"min_steps": int(steps[first]), "reached": True}
 
 
-def combine(entry: dict[str, Any], per_seed_kinds: list[str], distribution: dict[str, Any] | None) -> dict[str, Any]:
+def combine(entry: dict[str, Any], per_kind: dict[str, dict[str, Any]],
+            distribution: dict[str, Any] | None) -> dict[str, Any]:
     """One answer from the rules that could judge (every one must pass: the largest count wins), naming them.
 
-    `entry`: the per-seed rule's answer (`decide`); `per_seed_kinds`: the kinds of metric it judged on
-    ("per-seed convergence" and/or "absolute"), empty when it judged nothing; `distribution`: the distribution
-    rule's answer for the scheduler, or None when no distribution metric was scored."""
-    rules = {kind: entry for kind in per_seed_kinds}
+    `entry`: the per-seed rule's answer (`decide` over all its metrics); `per_kind`: the same rule's answer per
+    kind of metric it judged on ("per-seed convergence" and/or "absolute"; their largest count is `entry`'s, since
+    every metric must pass from a count on), empty when it judged nothing; `distribution`: the distribution rule's
+    answer for the scheduler, or None when no distribution metric was scored."""
+    rules = dict(per_kind)
     if distribution is not None and "evidence" in distribution:
         rules["distribution"] = distribution
     if not rules:

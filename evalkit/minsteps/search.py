@@ -26,7 +26,7 @@ from ..stages.executors import make_executor
 from ..stages.render import render_jobs, renderer_for
 from ..stages.score import score_images
 from ..sweep.plan import RenderSettings, model_options, plan_jobs, prepare_sweep
-from ..sweep.prompts import load_prompts
+from ..sweep.sample import RunPrompts, run_prompts
 from ..sweep.schedulers import get_scheduler, timestep_count
 from .answer import judged_evidence, summarize_min_steps
 from .distribution import JUDGES, judge_run
@@ -47,9 +47,10 @@ def coarse_counts(steps: list[int]) -> list[int]:
 class _Evaluator:
     """Renders and scores one scheduler at chosen counts (plus references), then asks for the run's answer."""
 
-    def __init__(self, config: SweepConfig, model: Model, run: RunDir):
+    def __init__(self, config: SweepConfig, model: Model, run: RunDir, prompts: RunPrompts):
         self.config, self.model, self.run = config, model, run
-        self.prompts = load_prompts(config.prompts_path())
+        run.write_prompts(prompts)
+        self.prompts = prompts.prompts
         names = [spec.name for spec in scorable(config)]
         self.gates = gating_tolerances(config.tolerances or None, names)
         self.judges = [m for m in JUDGES if m in names]  # the distribution rule judges on the first one scored
@@ -87,12 +88,13 @@ def adaptive_min_steps(config: SweepConfig | str | None = None, tolerances: dict
     config, model = prepare_sweep(resolve_config(config, tolerances=tolerances, **overrides))
     run = RunDir(config.run_dir())
     run.check_reusable()
+    prompts = run_prompts(config)  # read (and sampled) before the folder is touched: a bad source changes nothing
     steps = sorted(config.steps)
     results: dict[str, Any] = {}
     with run.lock():
         run.prepare()
         run.save_config(config)
-        evaluator = _Evaluator(config, model, run)
+        evaluator = _Evaluator(config, model, run, prompts)
         for scheduler in dict.fromkeys(get_scheduler(s).name for s in config.schedulers):
             results[scheduler] = _search_one(evaluator, scheduler, steps)
         run.write_jobs(list(evaluator.keys))

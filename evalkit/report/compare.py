@@ -24,7 +24,7 @@ from ..gate.outputs import DELTA_NOTE, HEADER, SUMMARY_HEADER, rows, scheduler_s
 from ..gate.rules import Rule, load_rules
 from ..store.files import atomic_write, check_output_file, make_dirs
 from ..store.read import ScoredRun
-from . import charts, grid
+from . import categories, charts, grid
 from .html import chart, fill_page, nav, plotly_script, section
 from .recommend import recommend
 from .text import esc, fmt
@@ -102,10 +102,12 @@ def write_comparison(specs: list[str], out: Path, rules: str | Path | None = Non
 def render_comparison(runs: list[ComparedRun], out: Path, verdicts, steps: list[int], plotly_tag: str) -> str:
     counter = iter(range(10_000))
     sections = ([("verdict", "Gate verdict")] if verdicts is not None else []) + [
-        ("runs", "Runs"), ("min-steps", "Minimum useful steps"), ("plateau", "Plateau curves"),
-        ("pareto", "Speed vs quality"), ("strip", "Image strip")]
+        ("runs", "Runs"), ("min-steps", "Minimum useful steps")] + (
+        [("categories", "Per category")] if any(categories.answers(r.data) for r in runs) else []) + [
+        ("plateau", "Plateau curves"), ("pareto", "Speed vs quality"), ("strip", "Image strip")]
     content = {"verdict": lambda: verdict_section(runs, verdicts), "runs": lambda: runs_section(runs),
-               "min-steps": lambda: min_steps_section(runs), "plateau": lambda: plateau_section(runs, counter),
+               "min-steps": lambda: min_steps_section(runs), "categories": lambda: category_section(runs),
+               "plateau": lambda: plateau_section(runs, counter),
                "pareto": lambda: pareto_section(runs, counter), "strip": lambda: strip_section(runs, out, steps)}
     labels = " vs ".join(r.label for r in runs)
     body = (f'<h1>evalkit comparison <span class="model">{esc(labels)}</span></h1>' + nav(sections)
@@ -202,6 +204,42 @@ def min_steps_section(runs: list[ComparedRun]) -> str:
     return (f'<table class="data min-steps-compare"><thead><tr><th>scheduler</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table><p class="rule"><b>Rule:</b> {esc(rule)}</p>'
             '<p class="note">change: candidate minus baseline minimum useful steps (positive = needs more steps).</p>')
+
+
+def category_answer(run: ComparedRun, category: str, scheduler: str) -> tuple[str, int | None]:
+    entry = categories.answers(run.data).get(category)
+    if entry is None:
+        return "—", None
+    if not entry.get("judged"):
+        return f'<span class="unjudged">not judged ({entry.get("units", "?")} units)</span>', None
+    answer = (entry.get("schedulers") or {}).get(scheduler) or {}
+    if answer.get("reached") and answer.get("min_steps") is not None:
+        return str(int(answer["min_steps"])), int(answer["min_steps"])
+    return '<span class="unreached">not reached</span>', None
+
+
+def category_section(runs: list[ComparedRun]) -> str:
+    """Min steps per category x scheduler: the first run's answer and each other run's change against it, the
+    categories where any answer changed first, then the first run's hardest."""
+    names = [name for name, _ in categories.ranked(runs[0].data)]
+    names += sorted({n for r in runs[1:] for n in categories.answers(r.data)} - set(names))
+    shown = schedulers(runs)
+    rows = []
+    for name in names:
+        cells, changed = [], False
+        for scheduler in shown:
+            answers = [category_answer(r, name, scheduler) for r in runs]
+            changes = [change_cell(answers[0][1], a[1]) for a in answers[1:]]
+            changed |= any(a[1] != answers[0][1] for a in answers[1:])
+            cells.append(f"<td>{answers[0][0]} → " + " · ".join(f"{a[0]} {c}" for a, c in zip(answers[1:], changes))
+                         + "</td>")
+        rows.append((not changed, f'<tr><th scope="row">{esc(name)}</th>{"".join(cells)}</tr>'))
+    body = "".join(row for _, row in sorted(rows, key=lambda r: r[0]))  # stable: changed ones first
+    head = "".join(f"<th>{esc(s)}</th>" for s in shown)
+    return (f'<table class="data categories-compare"><thead><tr><th>category</th>{head}</tr></thead>'
+            f'<tbody>{body}</tbody></table><p class="note">Each cell: {esc(runs[0].label)}\'s minimum useful steps '
+            f'→ {esc(" · ".join(r.label for r in runs[1:]))} and the change (positive = needs more steps); '
+            'categories whose answer changed first.</p>')
 
 
 def plateau_section(runs: list[ComparedRun], counter) -> str:

@@ -22,13 +22,13 @@ from ..store.files import atomic_write
 from ..store.folder import RunDir
 from ..store.read import ScoredRun
 from ..sweep.plan import CHECK, REFERENCE, SWEEP
-from . import charts, grid, prompts, references
+from . import categories, charts, grid, prompts, references
 from .recommend import recommend
-from .text import esc, fmt
+from .text import Notes, esc, fmt
 
 TEMPLATE = Path(__file__).with_name("template.html")
 SECTIONS = [("run", "Run"), ("references", "Reference certification"), ("min-steps", "Minimum useful steps"),
-            ("plateau", "Plateau curves"), ("pareto", "Speed vs quality"), ("grid", "Image grid"),
+            ("categories", "Per category"), ("plateau", "Plateau curves"), ("pareto", "Speed vs quality"), ("grid", "Image grid"),
             ("prompts", "Per prompt")]
 
 
@@ -63,12 +63,14 @@ def fill_page(title: str, body: str, plotly_tag: str) -> str:
 def render_report(data: ScoredRun, plotly_tag: str | None = None) -> str:
     counter = iter(range(10_000))
     ranked = prompts.ranking(data, data.main_metric) if data.main_metric else None
+    shown = [s for s in SECTIONS if s[0] != "categories" or categories.answers(data)]  # only a suite has categories
     body = "".join([
         f'<h1>evalkit report <span class="model">{esc(data.config.model)}</span></h1>',
-        nav(),
+        nav(shown),
         section("run", header(data)),
         section("references", references.certification_section(data)),
         section("min-steps", min_steps_section(data)),
+        section("categories", category_section(data, counter)) if categories.answers(data) else "",
         section("plateau", plateau_section(data, counter)),
         section("pareto", pareto_section(data, counter)),
         section("grid", grid.grid_section(data, grid_pairs(data, ranked))),
@@ -210,11 +212,24 @@ def metric_list(data: ScoredRun) -> str:
 
 
 def skipped_block(summary: dict) -> str:
+    """Each skip reason stated once (metrics that share one, like fid and kid's Inception weights, together); table
+    cells link here (`skipped_links`) instead of repeating it."""
     skipped = summary.get("skipped_metrics") or {}
     if not skipped:
         return ""
-    items = "".join(f"<li><b>{esc(name)}</b>: {esc(reason)}</li>" for name, reason in skipped.items())
+    names: dict[str, list[str]] = {}
+    for name, reason in skipped.items():
+        names.setdefault(reason, []).append(name)
+    anchors = skipped_links(summary)
+    items = "".join(f'<li id="{anchors[reason][0]}">{", ".join(f"<b>{esc(n)}</b>" for n in group)}: {esc(reason)}</li>'
+                    for reason, group in names.items())
     return f'<h3>Metrics skipped ({len(skipped)})</h3><ul class="skipped">{items}</ul>'
+
+
+def skipped_links(summary: dict) -> dict[str, tuple[str, str]]:
+    """Skip reason -> (its anchor in the run header, link text): text.Notes links cells to it."""
+    reasons = dict.fromkeys((summary.get("skipped_metrics") or {}).values())
+    return {reason: (f"skipped-{i}", "skipped (see Metrics skipped)") for i, reason in enumerate(reasons, 1)}
 
 
 def warnings_block(summary: dict) -> str:
@@ -230,11 +245,12 @@ def min_steps_section(data: ScoredRun) -> str:
     if not block:
         return ('<p class="absent">Minimum useful steps not computed for this run '
                 f'(run <code>evalkit min-steps {esc(data.dir)}</code> to add them).</p>')
-    rows = "".join(min_steps_row(name, info or {}) for name, info in (block.get("schedulers") or {}).items())
+    notes = Notes("min-steps-note", skipped_links(data.summary))  # long reasons once, below the table
+    rows = "".join(min_steps_row(name, info or {}, notes) for name, info in (block.get("schedulers") or {}).items())
     tolerances = tolerance_items(block.get("tolerances") or {})
     return ('<table class="data min-steps"><thead><tr><th>scheduler</th><th>min useful steps</th><th>NFE</th>'
             '<th>s / image</th><th>quality there vs plateau</th><th>knee</th><th>judged by</th></tr></thead>'
-            f'<tbody>{rows}</tbody></table>'
+            f'<tbody>{rows}</tbody></table>{notes.items()}'
             f'<p class="rule"><b>Rule:</b> {esc(block.get("rule", "(not stated)"))}</p>'
             + (f'<p class="rule"><b>Tolerances</b> (what a difference that size means):</p>'
                f'<ul class="tolerances">{tolerances}</ul>' if tolerances else ""))
@@ -256,10 +272,19 @@ def tolerance_items(tolerances: dict) -> str:
     return "".join(items)
 
 
-def min_steps_row(name: str, info: dict) -> str:
+def category_section(data: ScoredRun, counter) -> str:
+    """Min steps per category x scheduler, hardest first, and the main metric's curve per category."""
+    rule = data.min_steps().get("category_rule", "")
+    metric = data.main_metric
+    fig = categories.figure(data, metric) if metric else None
+    return (categories.table(data) + (f'<p class="rule"><b>Rule:</b> {esc(rule)}</p>' if rule else "")
+            + (chart(fig, counter, "categories", metric) if fig else ""))
+
+
+def min_steps_row(name: str, info: dict, notes: Notes | None = None) -> str:
     knee = ", ".join(f"{esc(k)} {esc(v)}" for k, v in (info.get("knee") or {}).items()) or "—"
     if not info.get("reached") or info.get("min_steps") is None:
-        why = esc(info.get("why", "no swept step count met the rule"))
+        why = (notes or Notes("min-steps-note")).cell(info.get("why", "no swept step count met the rule"))
         return (f'<tr class="unreached"><td>{esc(name)}</td><td colspan="4">not reached: {why}</td>'
                 f"<td>{knee}</td><td>{judged_by(info)}</td></tr>")
     quality = "<br>".join(f"{esc(m)} {fmt(q.get('value'))} (plateau {fmt(q.get('plateau'))})"
@@ -310,15 +335,16 @@ def pareto_section(data: ScoredRun, counter) -> str:
 def grid_pairs(data: ScoredRun, ranked) -> list[tuple[str, int, str]]:
     """Hardest prompts first (per-prompt ranking), each with its first seed."""
     medians = dict(zip(ranked["prompt"], ranked["median"])) if ranked is not None else {}
-    order = list(dict.fromkeys(list(medians) + list(data.sweep["prompt"])))
+    sweep = data.sweep
+    first_seed = sweep.groupby("prompt", sort=False)["seed"].min()  # one pass: a filter per prompt was O(prompts²)
+    largest = int(sweep["steps"].max()) if len(sweep) else 0
     pairs = []
-    for prompt in order:
-        seeds = sorted(data.sweep.loc[data.sweep["prompt"] == prompt, "seed"].unique())
+    for prompt in dict.fromkeys(list(medians) + list(first_seed.index)):
         median = medians.get(prompt)
-        note = f" (plateaus at {steps_cell(median, int(data.sweep['steps'].max()))} steps)".replace("&gt;", ">") \
+        note = f" (plateaus at {steps_cell(median, largest)} steps)".replace("&gt;", ">") \
             if median is not None and median == median else ""
-        if seeds:
-            pairs.append((prompt, int(seeds[0]), note))
+        if prompt in first_seed.index:
+            pairs.append((prompt, int(first_seed[prompt]), note))
     return pairs
 
 
@@ -335,16 +361,13 @@ def prompt_section(data: ScoredRun, ranked, counter) -> str:
     judged = prompts.judged_schedulers(data, metric)
     note = (f"Steps from which each prompt's mean <b>{esc(metric)}</b> (over seeds; the mean, not the CI bound the "
             f"min-steps rule uses) gets and stays within {tol_text} of {plateau}; &gt;N: not there by the largest "
-            f"swept count. The median is over convergent schedulers ({joined(judged)}). Hardest (latest) first; "
-            "the chart highlights the three hardest.")
+            f"swept count. The median is over convergent schedulers ({joined(judged)}). Hardest (latest) first. "
+            + prompts.shown_note(ranked, int(data.sweep["steps"].max())))
     return (f'<p class="note">{note}</p>' + chart(prompts.prompt_figure(data, metric, ranked), counter, "prompts",
-                                                   metric) + ranking_table(data, ranked))
+                                                   metric) + ranking_table(data, ranked.head(prompts.TABLE_PROMPTS)))
 
 
-def steps_cell(value: float, largest: int) -> str:
-    if value != value:
-        return "—"
-    return f"&gt;{largest}" if value == float("inf") else f"{value:.3g}"
+steps_cell = prompts.steps_cell
 
 
 def ranking_table(data: ScoredRun, ranked) -> str:

@@ -190,6 +190,8 @@ def _column_as(path: Path, column: str, values: pd.Series, kind: str, fix: str) 
             floats = values.astype(float).to_numpy()
             ok = (np.isfinite(floats) & (floats == np.round(floats))) | (empty & (kind != WHOLE))
         bad = values[~ok]
+    elif base == TEXT and isinstance(dtype, pd.StringDtype):  # every value a str or missing: no loop over them
+        bad = values[values.isna()] if kind == TEXT else values.iloc[:0]
     else:
         bad = values[[not fits(v, kind) for v in values]]
     if len(bad):

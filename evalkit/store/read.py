@@ -106,7 +106,8 @@ class ScoredRun:
     @property
     def schedulers(self) -> list[str]:
         """Swept schedulers in the config's order (then any others the tables hold)."""
-        present = set(self.sweep["scheduler"]) | set(self.set_scores["scheduler"])
+        # unique() first: iterating an arrow-backed column value by value cost ~60 ms per call at 200,000 images
+        present = set(self.sweep["scheduler"].unique()) | set(self.set_scores["scheduler"].unique())
         ordered = [s for s in self.config.schedulers if s in present]
         return ordered + sorted(present - set(ordered))
 

@@ -1,19 +1,29 @@
-"""Load prompt lists from .txt, .csv, .tsv or .jsonl files.
+"""Prompts: what a sweep renders, read from a prompt file, a published suite or a Hugging Face dataset.
 
-Every problem with a prompt file raises :class:`evalkit.errors.EvalkitError`
-with a one-line message that names the problem and how to fix it.
+`read_prompts` reads any source (sweep/suites.py: files and folders; sweep/hub.py: `hf:` datasets) and gives each
+prompt a stable id: the suite's own where it has one (an `id` column; HPDv2's `<style>-<index>`), else one derived
+from the text (`content_id`), so a prompt keeps its id when its file is reordered, cut to a subset or sampled,
+and runs on different samples of one suite join on the same prompts.
+
+Every problem raises :class:`evalkit.errors.EvalkitError` with a one-line message that names the problem and how
+to fix it.
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from dataclasses import dataclass
+import hashlib
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import is_hf_source
 from ..errors import EvalkitError
+from .suites import Record, Records, read_source
 
-SUPPORTED_EXTENSIONS = (".txt", ".csv", ".tsv", ".jsonl")
+# The user's own files: a prompt listed twice there is a mistake to fix. A published suite (anything else) is read
+# as published: a prompt it repeats is rendered once (its first row), and the repeat is named in the run's record.
+OWN_FORMATS = ("txt", "csv", "tsv", "jsonl")
+CONTENT_ID_DIGITS = 10  # 40 bits: two of a million prompts share an id with odds of 1 in 2,000
 
 
 @dataclass(frozen=True)
@@ -25,148 +35,83 @@ class Prompt:
     meta: tuple[tuple[str, str], ...] = ()  # the row's other columns, (name, value), kept as prompt metadata
 
 
-def load_prompts(path: str | Path) -> list[Prompt]:
-    """Read prompts from ``path``; the format is chosen by the file extension.
+@dataclass(frozen=True)
+class Suite:
+    """A prompt source as read: its prompts (each text once, in source order) and where each came from."""
+
+    source: str  # the file, folder, glob or hf: dataset read
+    format: str  # the format it was read as
+    files: tuple[str, ...]
+    prompts: tuple[Prompt, ...]
+    origins: dict[str, tuple[int, str]] = field(repr=False)  # prompt id -> (row in its file, where, e.g. "line 14")
+    repeats: tuple[tuple[str, str, str], ...] = ()  # (text, where, where first): rows left out as repeats
+
+
+def content_id(text: str) -> str:
+    """A prompt's id derived from its text alone: the same in any file, order or subset that holds it."""
+    return "p" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:CONTENT_ID_DIGITS]
+
+
+def load_prompts(source: str | Path, prompt_format: str = "auto",
+                 columns: dict[str, str] | None = None) -> list[Prompt]:
+    """The prompts of a file, folder, glob or `hf:NAME[:SPLIT]` (see `read_prompts`)."""
+    return list(read_prompts(source, prompt_format, columns).prompts)
+
+
+def read_prompts(source: str | Path, prompt_format: str = "auto", columns: dict[str, str] | None = None) -> Suite:
+    """Read a prompt source, recognised by its columns or shape unless `prompt_format` names it.
 
     - ``.txt``: one prompt per line; blank lines and ``#`` lines are skipped.
-    - ``.csv`` / ``.tsv``: a header row with a ``prompt`` column, optional ``id``.
-    - ``.jsonl``: one JSON object per line with ``prompt``, optional ``id``.
+    - ``.csv`` / ``.tsv``: a header row with a ``prompt`` column, optional ``id``, ``category``, ``challenge``;
+      PartiPrompts (``Prompt, Category, Challenge``) and DrawBench (``Prompts, Category``) by their columns.
+    - ``.jsonl``: one JSON object per line with ``prompt`` (optional ``id``...); GenEval's by ``prompt`` + ``tag``.
+    - ``.json`` or a folder of them: HPDv2 benchmark styles; a folder of ``.txt``: T2I-CompBench categories.
+    - ``hf:NAME[:SPLIT]``: a dataset in the local Hugging Face cache, read offline.
 
-    Prompts without an id get ``p{index:03d}`` (0-based, in file order).
+    Columns a table has beyond the ones evalkit reads are kept as each prompt's ``meta``.
     """
-    path = Path(path)
-    ext = path.suffix.lower()
-    if not path.is_file():
-        raise EvalkitError(
-            f"prompt file {path} not found: pass --prompts with an existing "
-            ".txt/.csv/.tsv/.jsonl file"
-        )
-    if ext not in SUPPORTED_EXTENSIONS:
-        raise EvalkitError(
-            f"unsupported prompt file extension {ext or '(none)'!r} for {path}: "
-            "use a .txt, .csv, .tsv or .jsonl file"
-        )
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise EvalkitError(
-            f"prompt file {path} is not valid UTF-8 (byte {exc.start}): save it as UTF-8"
-        ) from None
-    except OSError as exc:
-        raise EvalkitError(
-            f"can't read prompt file {path} ({exc.strerror}): check its permissions "
-            f"(e.g. chmod a+r {path}) or pass another --prompts file"
-        ) from None
+    source = str(source)
+    if is_hf_source(source):
+        from .hub import read_hub  # imports `datasets` only for an hf: source
 
-    if ext == ".txt":
-        rows = _read_txt(text)
-    elif ext in (".csv", ".tsv"):
-        rows = _read_table(text, path, delimiter="\t" if ext == ".tsv" else ",")
+        read = read_hub(source, prompt_format, columns)
     else:
-        rows = _read_jsonl(text, path)
+        read = read_source(source, prompt_format, columns)
+    if not read.records:
+        raise EvalkitError(f"empty prompt file {source}: add one prompt per line" if Path(source).is_file() else
+                           f"hf dataset {source} has no rows: name a split that holds prompts" if
+                           is_hf_source(source) else f"no prompts in {source}: its files hold no prompt lines")
+    return _suite(source, read)
 
-    if not rows:
-        raise EvalkitError(f"empty prompt file {path}: add one prompt per line")
-    return _prompts_of(rows, path)
 
-
-def _prompts_of(rows: list[Row], path: Path) -> list[Prompt]:
-    """Prompts with their ids (given, else positional), each id and each text once."""
+def _suite(source: str, read: Records) -> Suite:
+    """Prompts with their ids, each id and each text once."""
     prompts: list[Prompt] = []
-    seen: dict[str, int] = {}
-    seen_text: dict[str, int] = {}
-    for index, (given_id, prompt_text, where) in enumerate(rows):
-        pid = given_id if given_id else f"p{index:03d}"
-        if pid in seen:
-            raise EvalkitError(
-                f"duplicate prompt id {pid!r} in {path} ({where}, first seen at "
-                f"{rows[seen[pid]][2]}): give every prompt a unique id"
-            )
-        seen[pid] = index
-        if prompt_text in seen_text:  # same prompt + seed = the same image twice: a set metric would count it twice
-            raise EvalkitError(
-                f"duplicate prompt {prompt_text!r} in {path} at {rows[seen_text[prompt_text]][2]} and "
-                f"{where}: keep each prompt once (add more seeds for more images of one prompt)"
-            )
-        seen_text[prompt_text] = index
-        prompts.append(Prompt(id=pid, text=prompt_text))
-    return prompts
-
-
-# Each reader returns (id or None, text, location description) tuples.
-Row = tuple[str | None, str, str]
-
-
-def _read_txt(text: str) -> list[Row]:
-    rows: list[Row] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        if not stripped or stripped.startswith("#"):
+    origins: dict[str, tuple[int, str]] = {}
+    by_text: dict[str, Record] = {}
+    by_id: dict[str, Record] = {}
+    repeats: list[tuple[str, str, str]] = []
+    for record in read.records:
+        first = by_text.get(record.text)
+        if first is not None:  # same prompt + seed = the same image twice: a set metric would count it twice
+            if read.format in OWN_FORMATS:
+                raise EvalkitError(f"duplicate prompt {record.text!r} in {source} at {first.where} and "
+                                   f"{record.where}: keep each prompt once (add more seeds for more images of one "
+                                   "prompt)")
+            repeats.append((record.text, record.where, first.where))
             continue
-        rows.append((None, stripped, f"line {lineno}"))
-    return rows
-
-
-def _cell(value: object) -> str:
-    return "" if value is None else str(value).strip()
-
-
-def _read_table(text: str, path: Path, delimiter: str) -> list[Row]:
-    lines = text.splitlines()
-    if not any(line.strip() for line in lines):
-        return []
-    reader = csv.DictReader(lines, delimiter=delimiter)
-    fields = [(_cell(f)).lower() for f in (reader.fieldnames or [])]
-    kind = "tsv" if delimiter == "\t" else "csv"
-    if "prompt" not in fields:
-        raise EvalkitError(
-            f"{kind} prompt file {path} has no 'prompt' column (header: "
-            f"{', '.join(fields) or 'none'}): add a header row with a 'prompt' "
-            "column (and optionally 'id')"
-        )
-    # Map normalised header names back to the file's spelling.
-    original = {(_cell(f)).lower(): f for f in reader.fieldnames or []}
-    rows: list[Row] = []
-    for row in reader:
-        lineno = reader.line_num
-        values = [_cell(v) for k, v in row.items() if k is not None]
-        if not any(values):
-            continue  # blank line
-        prompt_text = _cell(row.get(original["prompt"]))
-        if not prompt_text:
-            raise EvalkitError(
-                f"empty prompt text in {path} at line {lineno}: fill in the "
-                "'prompt' column or delete the row"
-            )
-        given_id = _cell(row.get(original["id"])) if "id" in original else ""
-        rows.append((given_id or None, prompt_text, f"line {lineno}"))
-    return rows
-
-
-def _read_jsonl(text: str, path: Path) -> list[Row]:
-    rows: list[Row] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalkitError(
-                f"line {lineno} of {path} is not valid JSON ({exc.msg}): write one "
-                'JSON object per line, e.g. {"prompt": "a cat"}'
-            ) from None
-        if not isinstance(obj, dict) or "prompt" not in obj:
-            raise EvalkitError(
-                f"line {lineno} of {path} has no 'prompt' field: write one JSON "
-                'object per line, e.g. {"prompt": "a cat"}'
-            )
-        prompt_text = _cell(obj["prompt"]) if isinstance(obj["prompt"], str) else ""
-        if not prompt_text:
-            raise EvalkitError(
-                f"empty prompt text in {path} at line {lineno}: give 'prompt' a "
-                "non-empty string or delete the line"
-            )
-        raw_id = obj.get("id")
-        given_id = _cell(raw_id) if raw_id is not None else ""
-        rows.append((given_id or None, prompt_text, f"line {lineno}"))
-    return rows
+        pid = record.id or content_id(record.text)
+        if pid in by_id:
+            other = by_id[pid]
+            fix = "give every prompt a unique id" if record.id else \
+                "two texts share a content id: give these rows an id column"
+            raise EvalkitError(f"duplicate prompt id {pid!r} in {source} ({record.where}, first seen at "
+                               f"{other.where}): {fix}")
+        by_text[record.text] = by_id[pid] = record
+        origins[pid] = (record.row, record.where)
+        prompts.append(Prompt(pid, record.text, record.category, record.challenge, record.meta))
+    if repeats:
+        text, where, first = repeats[0]
+        warnings.warn(f"{source}: {len(repeats)} repeated prompt(s) rendered once (their first row kept), e.g. "
+                      f"{text[:60]!r} at {where} (first at {first})", stacklevel=3)
+    return Suite(source, read.format, read.files, tuple(prompts), origins, tuple(repeats))
