@@ -269,7 +269,7 @@ def browser_seconds(page: Path, repeats: int) -> float | None:
             context.route("**/*", lambda r: r.continue_() if r.request.url.startswith(("file:", "data:")) else r.abort())
             tab = context.new_page()
             start = time.perf_counter()
-            tab.goto(page.as_uri(), wait_until="load")
+            tab.goto(page.as_uri(), wait_until="load", timeout=300_000)
             tab.wait_for_function("[...document.querySelectorAll('.chart')].every(c => c.querySelector('.main-svg'))",
                                   timeout=300_000)
             times.append(time.perf_counter() - start)
