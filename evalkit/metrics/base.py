@@ -161,5 +161,12 @@ def torch_home() -> Path:
     return Path(os.environ.get("TORCH_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "torch").expanduser()
 
 
+def hf_home() -> Path:
+    """Hugging Face's home ($HF_HOME, else $XDG_CACHE_HOME/huggingface): the hub cache and the datasets cache live
+    under it. Resolved now: huggingface_hub and datasets freeze it at import time."""
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
+    return Path(os.path.expandvars(str(home))).expanduser()
+
+
 def hub_checkpoint(filename: str) -> Path:
     return torch_home() / "hub" / "checkpoints" / filename

@@ -61,7 +61,7 @@ from typing import Any
 import torch
 
 from ..errors import EvalkitError
-from .base import ALIGNMENT, IMAGE_PROMPT, MetricOptions, MetricSpec, WeightFile, register
+from .base import ALIGNMENT, IMAGE_PROMPT, MetricOptions, MetricSpec, WeightFile, hf_home, register
 
 DEFAULT_BACKBONE = "ViT-B-32-quickgelu/openai"
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
@@ -138,8 +138,7 @@ def hf_hub_cache() -> Path:
     explicit = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
     if explicit:
         return Path(os.path.expandvars(explicit)).expanduser()
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
-    return Path(os.path.expandvars(str(home))).expanduser() / "hub"
+    return hf_home() / "hub"
 
 
 def _pretrained_cfg(backbone: Backbone) -> dict:

@@ -57,7 +57,7 @@ import torch
 from ..errors import EvalkitError
 from . import published
 from .base import IMAGE_PROMPT, PREFERENCE, MetricOptions, MetricSpec, WeightFile, register, require_weights
-from .clip import ClipScorer, hf_cached, hf_expected, hf_fetch, hf_weight
+from .clip import ClipScorer, hf_fetch, hf_weight
 
 NAME = "hpsv2"
 ARCHITECTURE = "ViT-H-14"  # the reference's; tests monkeypatch it (see module docstring), nothing else may
@@ -85,12 +85,6 @@ def parse_version(backbone: str | None) -> str:
         raise EvalkitError(f"{NAME} backbone {backbone!r}: expected one of {', '.join(CHECKPOINTS)} "
                            f"(the HPS checkpoint version; default {DEFAULT_VERSION})")
     return version
-
-
-def checkpoint_path(version: str) -> Path:
-    """Where huggingface_hub keeps the version's checkpoint (resolved now; a placeholder path if not cached)."""
-    filename = CHECKPOINTS[version]
-    return hf_cached(HF_REPO, [filename]) or hf_expected(HF_REPO, filename)
 
 
 def weights(options: MetricOptions) -> list[WeightFile]:

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from ..errors import EvalkitError
+from ..metrics.base import hf_home
 from .base import LoadOptions, Model, torch_dtype
 
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".json", ".txt", ".model"}
@@ -95,7 +96,7 @@ def _resolve_folder(target: str, options: LoadOptions) -> Path:
     try:
         return Path(DiffusionPipeline.download(target, revision=options.revision, variant=options.variant))
     except Exception as exc:  # noqa: BLE001 - network, auth, missing cache: all mean "not available here"
-        cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
+        cache = hf_home()
         where = "offline (HF_HUB_OFFLINE=1)" if offline else "the hub did not answer"
         raise EvalkitError(
             f"model {target!r} is not in the Hugging Face cache at {cache} and {where} "

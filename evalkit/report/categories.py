@@ -12,7 +12,7 @@ from ..minsteps.categories import MIN_UNITS
 from ..store.read import ScoredRun
 from ..sweep.plan import SWEEP
 from .charts import ptext
-from .text import esc
+from .text import Notes, clauses, esc
 
 
 TOO_FEW = (f"fewer than {MIN_UNITS} (prompt, seed) units: too few to judge (a bootstrap over so few units covers far "
@@ -43,48 +43,40 @@ def heat(steps: int, swept: list[int]) -> str:
     return f"hsl({int(120 * (1 - rank))}, 70%, 85%)"
 
 
-def table(data: ScoredRun) -> str:
-    """Min steps per category (rows, hardest first) x scheduler (columns); each distinct reason once, numbered."""
-    rows = ranked(data)
+def table(data: ScoredRun, notes: Notes) -> str:
+    """Min steps per category (rows, hardest first) x scheduler (columns); each distinct reason once, numbered
+    (`notes`: the page's, so a reason the min-steps table stated is cited by its number)."""
     schedulers = list(data.schedulers)
     swept = sorted(int(s) for s in data.sweep.steps.unique())
-    notes: dict[str, int] = {}
-
-    def note(reason: str) -> str:
-        number = notes.setdefault(reason, len(notes) + 1)
-        return f'<sup><a href="#category-note-{number}">[{number}]</a></sup>'
-
     body = []
-    for name, entry in rows:
+    for name, entry in ranked(data):
         head = (f'<th scope="row">{esc(name)}</th><td class="num">{entry.get("prompts", "?")}</td>'
                 f'<td class="num">{entry.get("units", "?")}</td>')
         if not entry.get("judged"):
             cells = (f'<td class="unjudged" colspan="{len(schedulers)}">not judged: {entry.get("units", "?")} units'
-                     f'{note(TOO_FEW)}</td>')
+                     f'{notes.cite(TOO_FEW)}</td>')
         else:
             answer = entry.get("schedulers") or {}
-            cells = "".join(cell(answer.get(s), swept, note) for s in schedulers)
+            cells = "".join(cell(answer.get(s), swept, notes) for s in schedulers)
         body.append(f"<tr>{head}{cells}</tr>")
-    footnotes = "".join(f'<li id="category-note-{n}">{esc(reason)}</li>' for reason, n in notes.items())
     header = "".join(f"<th>{esc(s)}</th>" for s in schedulers)
     return (f'<table class="data categories"><thead><tr><th>category (hardest first)</th><th>prompts</th>'
-            f'<th>units</th>{header}</tr></thead><tbody>{"".join(body)}</tbody></table>'
-            + (f'<ol class="notes">{footnotes}</ol>' if footnotes else ""))
+            f'<th>units</th>{header}</tr></thead><tbody>{"".join(body)}</tbody></table>{notes.items()}')
 
 
-def cell(answer: dict[str, Any] | None, swept: list[int], note) -> str:
+def cell(answer: dict[str, Any] | None, swept: list[int], notes: Notes) -> str:
     if answer is None:
         return '<td class="absent">—</td>'
     if answer.get("reached") and answer.get("min_steps") is not None:
         steps = int(answer["min_steps"])
         return f'<td class="num" style="background:{heat(steps, swept)}">{steps}</td>'
-    return f'<td class="unreached">not reached{note(answer.get("why", ""))}</td>'
+    why = answer.get("why", "")
+    return f'<td class="unreached">not reached{"".join(notes.cite(c) for c in clauses(why) if c)}</td>'
 
 
 def curves(data: ScoredRun, metric: str) -> pd.DataFrame:
     """Mean of `metric` per (category, scheduler, steps) over the category's swept units."""
-    sweep = data.sweep[data.sweep.role == SWEEP] if "role" in data.sweep else data.sweep
-    labels = sweep[["prompt_id", "category"]].drop_duplicates("prompt_id")
+    labels = data.sweep[["prompt_id", "category"]].drop_duplicates("prompt_id")
     values = data.values[(data.values.metric == metric) & (data.values.role == SWEEP)]
     values = values.merge(labels, on="prompt_id")
     return values.groupby(["category", "scheduler", "steps"], as_index=False).value.mean()

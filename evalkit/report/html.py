@@ -64,13 +64,14 @@ def render_report(data: ScoredRun, plotly_tag: str | None = None) -> str:
     counter = iter(range(10_000))
     ranked = prompts.ranking(data, data.main_metric) if data.main_metric else None
     shown = [s for s in SECTIONS if s[0] != "categories" or categories.answers(data)]  # only a suite has categories
+    notes = Notes("min-steps-note", skipped_links(data.summary))  # long reasons once per page, below their tables
     body = "".join([
         f'<h1>evalkit report <span class="model">{esc(data.config.model)}</span></h1>',
         nav(shown),
         section("run", header(data)),
         section("references", references.certification_section(data)),
-        section("min-steps", min_steps_section(data)),
-        section("categories", category_section(data, counter)) if categories.answers(data) else "",
+        section("min-steps", min_steps_section(data, notes)),
+        section("categories", category_section(data, counter, notes)) if categories.answers(data) else "",
         section("plateau", plateau_section(data, counter)),
         section("pareto", pareto_section(data, counter)),
         section("grid", grid.grid_section(data, grid_pairs(data, ranked))),
@@ -240,12 +241,12 @@ def warnings_block(summary: dict) -> str:
     return f'<h3>Warnings ({len(warnings)})</h3><ul class="warnings">{items}</ul>'
 
 
-def min_steps_section(data: ScoredRun) -> str:
+def min_steps_section(data: ScoredRun, notes: Notes | None = None) -> str:
     block = data.summary.get("min_steps")
     if not block:
         return ('<p class="absent">Minimum useful steps not computed for this run '
                 f'(run <code>evalkit min-steps {esc(data.dir)}</code> to add them).</p>')
-    notes = Notes("min-steps-note", skipped_links(data.summary))  # long reasons once, below the table
+    notes = notes or Notes("min-steps-note", skipped_links(data.summary))
     rows = "".join(min_steps_row(name, info or {}, notes) for name, info in (block.get("schedulers") or {}).items())
     tolerances = tolerance_items(block.get("tolerances") or {})
     return ('<table class="data min-steps"><thead><tr><th>scheduler</th><th>min useful steps</th><th>NFE</th>'
@@ -272,12 +273,12 @@ def tolerance_items(tolerances: dict) -> str:
     return "".join(items)
 
 
-def category_section(data: ScoredRun, counter) -> str:
+def category_section(data: ScoredRun, counter, notes: Notes) -> str:
     """Min steps per category x scheduler, hardest first, and the main metric's curve per category."""
     rule = data.min_steps().get("category_rule", "")
     metric = data.main_metric
     fig = categories.figure(data, metric) if metric else None
-    return (categories.table(data) + (f'<p class="rule"><b>Rule:</b> {esc(rule)}</p>' if rule else "")
+    return (categories.table(data, notes) + (f'<p class="rule"><b>Rule:</b> {esc(rule)}</p>' if rule else "")
             + (chart(fig, counter, "categories", metric) if fig else ""))
 
 

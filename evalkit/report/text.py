@@ -25,7 +25,8 @@ class Notes:
     A cell's text is split into its clauses ("; " outside parentheses). A clause longer than LONG characters is
     shown by its gist (`_head`) and a link to its note, numbered in order of first use; the same text cited again gets the same number. A reason the page already states elsewhere (`stated`: text
     -> (anchor id, link text), e.g. a skipped metric's fetch command in the run header) is replaced by a link to it
-    wherever it occurs, so it is never repeated."""
+    wherever it occurs, so it is never repeated. One instance may serve several tables of a page: each lists, under
+    it, the notes it cited first, and cites the earlier ones by their number."""
 
     LONG = 80
 
@@ -33,6 +34,7 @@ class Notes:
         self.prefix = prefix
         self.stated = sorted((stated or {}).items(), key=lambda item: -len(item[0]))  # longest first
         self.numbers: dict[str, int] = {}
+        self.listed: set[str] = set()
 
     def cell(self, text: Any) -> str:
         """`text` as HTML for a table cell: escaped, stated reasons linked, long clauses cited."""
@@ -48,9 +50,12 @@ class Notes:
         return f'<sup><a href="#{self.prefix}-{number}">[{number}]</a></sup>'
 
     def items(self) -> str:
-        """The notes cited so far, each once, as the list that goes under the table ("" when none)."""
-        items = "".join(f'<li id="{self.prefix}-{n}">{esc(text)}</li>' for text, n in self.numbers.items())
-        return f'<ol class="notes">{items}</ol>' if items else ""
+        """The notes cited since the last list, each once, as the list that goes under the table ("" when none)."""
+        new = [(text, n) for text, n in self.numbers.items() if text not in self.listed]
+        self.listed.update(text for text, _ in new)
+        items = "".join(f'<li id="{self.prefix}-{n}">{esc(text)}</li>' for text, n in new)
+        start = f' start="{new[0][1]}"' if new and new[0][1] != 1 else ""  # numbers run on from the last list
+        return f'<ol class="notes"{start}>{items}</ol>' if items else ""
 
     def _clause(self, clause: str, links: list[tuple[str, str]]) -> str:
         parts = clause.split("\0")  # text, link index, text, ...

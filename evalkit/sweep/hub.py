@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..config import hf_source
+from ..metrics.base import hf_home
 from ..errors import EvalkitError
 from .suites import Records, record_of, table_roles
 
@@ -26,8 +27,7 @@ def datasets_cache() -> Path:
     explicit = os.environ.get("HF_DATASETS_CACHE")
     if explicit:
         return Path(os.path.expandvars(explicit)).expanduser()
-    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")) / "huggingface"
-    return Path(os.path.expandvars(str(home))).expanduser() / "datasets"
+    return hf_home() / "datasets"
 
 
 def fetch_command(name: str, split: str | None) -> str:
